@@ -1,0 +1,132 @@
+"""The `Backend` interface every engine implements, and helpers shared by the tokenizer-based engines."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from llmlabel.errors import ConfigError
+
+
+class Backend(ABC):
+    """A language model that can score continuations and generate text.
+
+    Callers hand whole lists to `score`/`generate`; backends batch internally.
+    """
+
+    #: registry name, e.g. "transformers"
+    name: str = "base"
+    #: identifies the weights (and precision where it changes scores); part of every cache key
+    model_id: str = ""
+    #: whether `generate(..., choices=...)` constrains decoding natively
+    supports_choices: bool = False
+    #: whether `generate(..., json_schema=...)` is supported
+    supports_json_schema: bool = False
+
+    @abstractmethod
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """Log-probability of each candidate continuation of each prompt.
+
+        `candidates[i]` are the continuations of `prompts[i]`; returns one list of floats per prompt, in order.
+        """
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: list[str],
+        max_tokens: int = 64,
+        choices: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Greedy completion of each prompt; constrained to `choices` or `json_schema` where given."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens `text` takes (without special tokens)."""
+
+    @abstractmethod
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """`text` cut to its first `max_tokens` tokens."""
+
+    @property
+    @abstractmethod
+    def max_context(self) -> int:
+        """Longest prompt + continuation the model accepts, in tokens."""
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Render chat `messages` into one prompt string ending where the assistant's answer starts."""
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join(lines) + "\nassistant:"
+
+    def close(self) -> None:
+        """Release engines, servers and memory held by the backend."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TokenizerMixin:
+    """Tokenization shared by the Hugging Face-tokenizer engines, so every backend scores the same token ids.
+
+    Prompts are encoded without added special tokens (the chat template already carries them); each candidate is
+    encoded on its own and appended, so a label's tokens do not depend on the text before it.
+    """
+
+    tokenizer: Any
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of several texts at once (fast tokenizers batch this)."""
+        if not texts:
+            return []
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def encode_candidates(self, candidates: list[list[str]]) -> list[list[list[int]]]:
+        """Token ids of every candidate; each distinct string is encoded once."""
+        unique = sorted({c for cands in candidates for c in cands})
+        ids = dict(zip(unique, self.encode_many(unique)))
+        for cand, toks in ids.items():
+            if not toks:
+                raise ConfigError(f"candidate '{cand}' encodes to no tokens; labels must be non-empty text")
+        return [[ids[c] for c in cands] for cands in candidates]
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens `text` takes."""
+        return len(self.encode(text))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """`text` cut to its first `max_tokens` tokens."""
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        return self.tokenizer.decode(ids[: max(max_tokens, 0)])
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Apply the model's chat template, ending at the start of the assistant's turn."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return Backend.chat_prompt(self, messages)  # type: ignore[arg-type]
+
+
+def load_backend(name: str = "transformers", model: str | None = None, **options: Any) -> Backend:
+    """Build the backend registered as `name` for `model` (None = the embedded default model).
+
+    `options` go to the backend's constructor (e.g. `dtype`, `batch_tokens`, `base_url`).
+    """
+    import inspect
+
+    from llmlabel.errors import unknown
+    from llmlabel.registry import backends
+
+    factory = backends.get(name)
+    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "model")]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(unknown(f"option for backend '{name}'", key, accepted))
+    return factory(model=model, **options)

@@ -1,0 +1,48 @@
+"""Errors raised for user mistakes: one line each, printed by the CLI without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LLMLabelError(Exception):
+    """Base class of every error llmlabel raises for a problem the user can fix."""
+
+
+class ConfigError(LLMLabelError):
+    """A recipe, CLI flag or option has a bad key or value."""
+
+
+class DataError(LLMLabelError):
+    """A dataset is missing, empty, unreadable, or lacks a column or label."""
+
+
+class ModelError(LLMLabelError):
+    """A model cannot be found, fetched or loaded."""
+
+
+class MissingDependencyError(LLMLabelError):
+    """An optional dependency is needed for the requested feature."""
+
+    def __init__(self, package: str, feature: str, install: str | None = None):
+        hint = install or f"pip install {package}"
+        super().__init__(f"{feature} needs the '{package}' package, which is not installed: {hint}")
+        self.package = package
+
+
+class CacheError(LLMLabelError):
+    """The result cache is unreadable or corrupted."""
+
+
+def suggest(value: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest choice to `value`, or '' when none is close."""
+    matches = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+def unknown(kind: str, value: str, choices: Iterable[str]) -> str:
+    """One-line message for an unknown name: names the value, suggests the closest, lists the valid ones."""
+    choices = sorted({str(c) for c in choices})
+    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    return f"unknown {kind} '{value}'{suggest(value, choices)}; valid: {shown}"

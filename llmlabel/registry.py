@@ -1,0 +1,59 @@
+"""Name -> factory registries. Entries are 'module:attribute' strings so heavy modules load only when used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from llmlabel.errors import ConfigError, unknown
+
+
+class Registry:
+    """A named family of factories (backends, selectors, calibrators, ...).
+
+    Register with `registry.add(name, "package.module:Class")` or the `@registry.register(name)` decorator;
+    look up with `registry.get(name)`, which imports the target lazily.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, str | Callable[..., Any]] = {}
+
+    def add(self, name: str, target: str | Callable[..., Any]) -> None:
+        """Register `target` (a callable or an import path 'module:attr') under `name`."""
+        self._entries[name] = target
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator form of `add`."""
+
+        def decorate(obj: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(name, obj)
+            return obj
+
+        return decorate
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """Return the factory registered as `name`; an unknown name raises a one-line ConfigError."""
+        if name not in self._entries:
+            raise ConfigError(unknown(self.kind, name, self._entries))
+        target = self._entries[name]
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            target = getattr(importlib.import_module(module), attr)
+            self._entries[name] = target
+        return target
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+backends = Registry("backend")
+backends.add("fake", "llmlabel.backends.fake:FakeBackend")
+backends.add("transformers", "llmlabel.backends.transformers:TransformersBackend")
+backends.add("vllm", "llmlabel.backends.vllm:VLLMBackend")
+backends.add("openai", "llmlabel.backends.openai:OpenAIBackend")
