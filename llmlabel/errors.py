@@ -46,3 +46,7 @@ def unknown(kind: str, value: str, choices: Iterable[str]) -> str:
     choices = sorted({str(c) for c in choices})
     shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f"unknown {kind} '{value}'{suggest(value, choices)}; valid: {shown}"
+
+
+class BackendError(LLMLabelError):
+    """A model server or engine failed for some rows after retries; those rows are recorded as failed, not raised."""

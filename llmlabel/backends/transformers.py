@@ -54,6 +54,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
+        self._head_weight = None
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
@@ -91,7 +92,31 @@ class TransformersBackend(TokenizerMixin, Backend):
             mask[row, width - len(seq):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    # -- scoring --------------------------------------------------------------------------------------------------
+    # -- scoring ------------------------------------------------------------------------------------------------
+    def _body(self, **inputs: Any) -> Any:
+        """The transformer without its LM head (hidden states of every position)."""
+        return getattr(self.model, self.model.base_model_prefix)(**inputs)
+
+    def _log_probs(self, hidden: Any) -> Any:
+        """Log-softmax over the vocabulary, with the LM head in float32.
+
+        bf16 logits are rounded to steps of ~0.1 nats near typical magnitudes, enough to tie or flip close labels;
+        the head is a small share of the compute, so it runs in float32 from bf16 hidden states.
+        """
+        import torch
+
+        if self._head_weight is None:
+            head = self.model.get_output_embeddings()
+            self._head_weight = head.weight.detach().float()
+            self._head_bias = None if getattr(head, "bias", None) is None else head.bias.detach().float()
+        logits = hidden.float() @ self._head_weight.T
+        if self._head_bias is not None:
+            logits = logits + self._head_bias
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.log_softmax(logits, dim=-1)
+
     def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         """Sum of log-probabilities of each candidate's tokens after its prompt (see module docstring)."""
         if len(prompts) != len(candidates):
@@ -120,9 +145,9 @@ class TransformersBackend(TokenizerMixin, Backend):
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True, logits_to_keep=1).logits
-        first = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+        hidden = self._body(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True).last_hidden_state
+        first = self._log_probs(hidden[:, -1, :])
         # Rows for the second pass: (prompt row, candidate index) of every candidate longer than one token.
         rows = []
         for b, cand_list in enumerate(cands):
@@ -153,9 +178,9 @@ class TransformersBackend(TokenizerMixin, Backend):
                 sub.update(k.index_select(0, index), v.index_select(0, index), layer_idx)
             full_mask = torch.cat([mask.index_select(0, index), tail_mask], dim=1)
             tail_pos = prompt_len.index_select(0, index)[:, None] + torch.arange(tail_width, device=self.device)
-            logits = self.model(input_ids=tail_ids, attention_mask=full_mask, position_ids=tail_pos,
-                                past_key_values=sub, use_cache=True).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            hidden = self._body(input_ids=tail_ids, attention_mask=full_mask, position_ids=tail_pos,
+                                past_key_values=sub, use_cache=True).last_hidden_state
+            logp = self._log_probs(hidden)
             for r, (b, j) in enumerate(chunk):
                 toks = cands[b][j]
                 targets = torch.tensor(toks[1:], device=self.device)

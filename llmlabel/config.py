@@ -1,0 +1,175 @@
+"""Recipes: YAML files validated by pydantic. Unknown keys are errors with a did-you-mean; no code runs on load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmlabel.errors import ConfigError, suggest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """Which backend runs which model."""
+
+    backend: str = "transformers"
+    #: 'smollm2' (the embedded default), a local HF folder, a .gguf file, or a Hub id
+    name: str = "smollm2"
+    #: backend constructor options, e.g. {dtype: float32} or {base_url: http://127.0.0.1:8000/v1}
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Strict):
+    """Where the rows come from and which columns hold what."""
+
+    path: str
+    split: str | None = None
+    limit: int | None = Field(None, gt=0)
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    #: gold label column (used for evaluation when present; set null if there is none)
+    label_field: str | None = "label"
+
+
+class TaskConfig(_Strict):
+    """The label space and instruction. `labels` defaults to the dataset's labels.json."""
+
+    labels: list[str] | dict[str, str | None] | None = None
+    instruction: str = "Classify the text into one of the labels."
+    text_name: str = "Text"
+    text_pair_name: str = "Text 2"
+    multi_label: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class LabelingConfig(_Strict):
+    """How labels are produced."""
+
+    mode: Literal["score", "generate"] = "score"
+    normalize: Literal["sum", "mean"] = "sum"
+    calibration: Literal["none", "contextual"] = "none"
+    prompt: str | None = None
+    #: fixed few-shot demonstrations: [{text: ..., label: ...}, ...]
+    examples: list[dict[str, Any]] = Field(default_factory=list)
+    chunk_size: int = Field(256, gt=0)
+    max_answer_tokens: int = Field(16, gt=0)
+
+
+class OutputConfig(_Strict):
+    """Where results go. `cache` defaults to cache.sqlite beside the predictions."""
+
+    dir: str = "runs/default"
+    predictions: str = "predictions.jsonl"
+    report: str = "report.json"
+    cache: str | None = "cache.sqlite"
+
+    def path(self, name: str) -> Path:
+        """`name` resolved inside `dir` (absolute names are kept)."""
+        return Path(os.path.expanduser(self.dir)) / name
+
+
+class Recipe(_Strict):
+    """A labeling recipe: model + data + task + labeling + output, and whether to evaluate against gold."""
+
+    name: str = "recipe"
+    description: str = ""
+    kind: Literal["label"] = "label"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    evaluate: bool = True
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that holds the field at `loc` (for did-you-mean on unknown keys)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        annotation = current.model_fields[part].annotation
+        candidates = [annotation] + list(get_args(annotation))
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None and get_origin(annotation) is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem: where, what, and the closest valid key for unknown keys."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            fields = list(parent.model_fields) if parent else []
+            problems.append(f"unknown key '{where}'{suggest(str(loc[-1]), fields)}")
+        elif err["type"] == "missing":
+            problems.append(f"missing key '{where}'")
+        else:
+            value = err.get("input")
+            shown = f" (got {value!r})" if value is not None and not isinstance(value, (dict, list)) else ""
+            problems.append(f"'{where}': {err['msg']}{shown}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """Parse `key.path=value` strings; values are read as YAML scalars/lists (safely)."""
+    out = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
+                data: dict[str, Any] | None = None, source: str | None = None) -> Recipe:
+    """Load and validate a recipe from a YAML file (or a dict), applying `--set` style overrides."""
+    source = source or (str(path) if path is not None else "recipe")
+    if data is None:
+        file = Path(path) if path is not None else None
+        if file is None or not file.exists():
+            raise ConfigError(f"recipe file not found: {path}")
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a recipe must be a YAML mapping")
+    data = dict(data)
+    for key, value in parse_overrides(overrides or []):
+        _set_path(data, key, value)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Recipe, source)) from None

@@ -1,0 +1,217 @@
+"""Read and write datasets: JSONL, JSON, CSV, Parquet, Hugging Face `datasets` (saved folders or Hub names)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from llmlabel.errors import DataError, MissingDependencyError, unknown
+
+log = logging.getLogger("llmlabel")
+
+FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def _resolve_file(path: Path, split: str | None) -> Path:
+    """A folder of split files (`<split>.jsonl` etc.) resolves to the split's file."""
+    if not path.is_dir():
+        return path
+    if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+        return path  # a `datasets.save_to_disk` folder
+    split = split or "test"
+    for ext in FORMATS:
+        if (path / f"{split}{ext}").exists():
+            return path / f"{split}{ext}"
+    splits = sorted({p.stem for p in path.iterdir() if p.suffix in FORMATS})
+    raise DataError(unknown(f"split in {path}", split, splits) if splits else f"no data files in folder {path}")
+
+
+class Dataset:
+    """A readable dataset: rows stream from disk (JSONL, CSV) or come from an in-memory table.
+
+    Args:
+        source: file path, folder of split files, `save_to_disk` folder, or Hugging Face Hub name.
+        split: split name for folders and Hub datasets (default 'test' for folders, 'train' on the Hub).
+        limit: read at most this many rows.
+    """
+
+    def __init__(self, source: str | Path, split: str | None = None, limit: int | None = None):
+        self.source = str(source)
+        self.split = split
+        self.limit = limit
+        self.path = Path(os.path.expanduser(self.source))
+        self.invalid_utf8_rows = 0
+        if self.path.exists():
+            self.path = _resolve_file(self.path, split)
+        elif self.path.suffix in FORMATS or self.source.startswith((".", "/", "~")):
+            raise DataError(f"data file not found: {self.source}")
+        self._columns: list[str] | None = None
+
+    @property
+    def labels_file(self) -> Path | None:
+        """`labels.json` beside the data (ordered label names), if there is one."""
+        for folder in (self.path if self.path.is_dir() else self.path.parent,):
+            if (folder / "labels.json").exists():
+                return folder / "labels.json"
+        return None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        count = 0
+        for row in self._rows():
+            if self.limit is not None and count >= self.limit:
+                return
+            count += 1
+            yield row
+
+    def __len__(self) -> int:
+        if not hasattr(self, "_len"):
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def columns(self) -> list[str]:
+        """Column names (from the first row)."""
+        for row in self:
+            return list(row)
+        return []
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            yield from self._hub_rows()
+            return
+        if self.path.is_dir():
+            yield from self._disk_rows()
+            return
+        suffix = self.path.suffix.lower()
+        if suffix == ".jsonl":
+            yield from self._jsonl_rows()
+        elif suffix == ".json":
+            data = json.loads(self._read_text())
+            if isinstance(data, dict):
+                data = data.get("data") or data.get("rows") or [data]
+            yield from data
+        elif suffix == ".csv":
+            import io
+
+            yield from csv.DictReader(io.StringIO(self._read_text(), newline=""))
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=1024):
+                yield from batch.to_pylist()
+        else:
+            raise DataError(f"unsupported data file type '{suffix}' ({self.path}); use one of: {', '.join(FORMATS)}")
+
+    def _read_text(self) -> str:
+        raw = self.path.read_bytes()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.invalid_utf8_rows += 1
+            log.warning("%s is not valid UTF-8; undecodable bytes were replaced with U+FFFD", self.path)
+            return raw.decode("utf-8", errors="replace")
+
+    def _jsonl_rows(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.invalid_utf8_rows += 1
+                    log.warning("%s line %d is not valid UTF-8; undecodable bytes replaced with U+FFFD",
+                                self.path, number)
+                    line = raw.decode("utf-8", errors="replace")
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{self.path} line {number} is not valid JSON: {exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{self.path} line {number} is not a JSON object")
+                yield row
+
+    def _disk_rows(self) -> Iterator[dict[str, Any]]:
+        from datasets import DatasetDict, load_from_disk
+
+        data = load_from_disk(str(self.path))
+        if isinstance(data, DatasetDict):
+            split = self.split or ("test" if "test" in data else next(iter(data)))
+            if split not in data:
+                raise DataError(unknown(f"split of {self.path}", split, data.keys()))
+            data = data[split]
+        yield from self._hf_rows(data)
+
+    def _hub_rows(self) -> Iterator[dict[str, Any]]:
+        try:
+            from datasets import load_dataset
+        except ImportError:  # pragma: no cover - datasets is a dependency
+            raise MissingDependencyError("datasets", "loading Hugging Face datasets") from None
+        try:
+            data = load_dataset(self.source, split=self.split or "train", streaming=True)
+        except Exception as exc:  # noqa: BLE001 - datasets raises many types; report one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"cannot load dataset '{self.source}': {first[:200]}") from None
+        yield from data
+
+    @staticmethod
+    def _hf_rows(data: Any) -> Iterator[dict[str, Any]]:
+        # Map ClassLabel ints to names so gold labels compare with label names.
+        features = getattr(data, "features", None) or {}
+        names = {k: f.names for k, f in features.items() if hasattr(f, "names")}
+        for row in data:
+            for key, label_names in names.items():
+                if isinstance(row.get(key), int) and 0 <= row[key] < len(label_names):
+                    row[key] = label_names[row[key]]
+            yield row
+
+
+def load_labels_file(path: Path) -> list[str]:
+    """Ordered label names from a `labels.json` (a list of names)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list) or not data:
+        raise DataError(f"{path} must be a non-empty JSON list of label names")
+    return [str(x) for x in data]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write rows to `path` (format from its extension), atomically: a temp file renamed into place."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"unsupported output type '{suffix or path.name}'; use one of: {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            if suffix == ".jsonl":
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            elif suffix == ".json":
+                json.dump(rows, handle, ensure_ascii=False, indent=1)
+            elif suffix == ".csv":
+                fields = list(dict.fromkeys(k for row in rows for k in row))
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows({k: _jsonable(v) for k, v in row.items()} for row in rows)
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

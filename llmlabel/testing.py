@@ -1,0 +1,125 @@
+"""Helpers for tests and benchmarks: start a throwaway OpenAI-compatible vLLM server and stop it reliably.
+
+`start_vllm_server` runs vLLM's API server as a child process in its own process group, waits until it answers
+`GET /v1/models`, yields its base URL and always stops the whole group on exit, so no server outlives a test run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from llmlabel.errors import LLMLabelError
+
+
+class ServerStartError(LLMLabelError):
+    """The vLLM server exited or did not become ready in time; the message carries the tail of its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of the server log, or a note when it cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(log empty)"
+
+
+def _ready(url: str) -> bool:
+    """Whether `GET url` answers 200 right now."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Terminate `proc`'s process group (SIGTERM), then kill it (SIGKILL) if it has not exited within `grace` s."""
+    if proc.poll() is not None and not _group_alive(proc.pid):
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; give the rest of the group (engine core workers) a moment to follow.
+        deadline = time.monotonic() + wait
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(proc.pid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def start_vllm_server(model_dir: str, port: int | None = None, dtype: str = "bfloat16",
+                      timeout: float = 180) -> Iterator[str]:
+    """Run `vllm.entrypoints.openai.api_server` on `model_dir` and yield its base URL (`http://127.0.0.1:PORT/v1`).
+
+    The server is started with `--enforce-eager --max-model-len 2048` and the given `dtype`, serves the model under
+    the name `model_dir`, logs to a temporary file, and gets `VLLM_CPU_KVCACHE_SPACE=2` (GiB, unless already set)
+    and `VLLM_LOGGING_LEVEL=WARNING`. `port=None` picks a free port. Raises `ServerStartError` with the log's tail if
+    the process dies or is not ready within `timeout` seconds (the log is then kept; after a good run it is removed).
+    On exit the server's process group is terminated, then killed if it lingers.
+    """
+    host = "127.0.0.1"
+    port = port or free_port(host)
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    env["VLLM_LOGGING_LEVEL"] = "WARNING"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", host, "--port", str(port), "--enforce-eager", "--dtype", dtype, "--max-model-len", "2048"]
+    fd, log_name = tempfile.mkstemp(prefix="llmlabel-vllm-", suffix=".log")
+    log_path = Path(log_name)
+    base_url = f"http://{host}:{port}/v1"
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+    started = False
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServerStartError(f"vLLM server exited with code {proc.returncode} before it was ready "
+                                       f"(log: {log_path}):\n{_log_tail(log_path)}")
+            if _ready(f"{base_url}/models"):
+                break
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"vLLM server not ready after {timeout:.0f} s (log: {log_path}):\n"
+                                       f"{_log_tail(log_path)}")
+            time.sleep(1.0)
+        started = True
+        yield base_url
+    finally:
+        _stop(proc)
+        if started:  # a failed start keeps its log for the error message to point at
+            log_path.unlink(missing_ok=True)
