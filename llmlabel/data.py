@@ -47,6 +47,7 @@ class Dataset:
         self.limit = limit
         self.path = Path(os.path.expanduser(self.source))
         self.invalid_utf8_rows = 0
+        self._warned: set[int] = set()
         if self.path.exists():
             self.path = _resolve_file(self.path, split)
         elif self.path.suffix in FORMATS or self.source.startswith((".", "/", "~")):
@@ -62,6 +63,7 @@ class Dataset:
         return None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.invalid_utf8_rows = 0  # counted per pass: the data may be read several times
         count = 0
         for row in self._rows():
             if self.limit is not None and count >= self.limit:
@@ -113,8 +115,10 @@ class Dataset:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             self.invalid_utf8_rows += 1
-            log.warning("%s is not valid UTF-8; undecodable bytes were replaced with U+FFFD", self.path)
-            return raw.decode("utf-8", errors="replace")
+            if 0 not in self._warned:
+                self._warned.add(0)
+                log.warning("%s is not valid UTF-8; undecodable bytes were replaced with U+FFFD", self.path)
+        return raw.decode("utf-8", errors="replace")
 
     def _jsonl_rows(self) -> Iterator[dict[str, Any]]:
         with open(self.path, "rb") as handle:
@@ -125,8 +129,10 @@ class Dataset:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     self.invalid_utf8_rows += 1
-                    log.warning("%s line %d is not valid UTF-8; undecodable bytes replaced with U+FFFD",
-                                self.path, number)
+                    if number not in self._warned:
+                        self._warned.add(number)
+                        log.warning("%s line %d is not valid UTF-8; undecodable bytes replaced with U+FFFD",
+                                    self.path, number)
                     line = raw.decode("utf-8", errors="replace")
                 try:
                     row = json.loads(line)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmlabel.backends.base import Backend, TokenizerMixin
-from llmlabel.errors import ConfigError, LLMLabelError, ModelError
+from llmlabel.errors import BackendError, ConfigError, LLMLabelError, ModelError
 
 T = TypeVar("T")
 
@@ -37,8 +37,15 @@ MAX_RETRY_WAIT = 60.0
 MAX_FALLBACK_CONTEXT = 8192
 
 
-class RequestFailed(LLMLabelError):
-    """An HTTP request to the OpenAI-compatible server failed for good (after any retries)."""
+class RequestFailed(BackendError):
+    """A request failed for good after retries (timeouts, 429/5xx, dropped connections, bad bodies).
+
+    A `BackendError`: the labeler records the affected rows as failed, and a re-run retries only those.
+    """
+
+
+class RequestRejected(LLMLabelError):
+    """The server rejected a request (4xx other than 429): a configuration mistake, so the run stops."""
 
 
 class _Retryable(Exception):
@@ -177,8 +184,9 @@ class OpenAIBackend(TokenizerMixin, Backend):
         """`text` with the API key (should a server echo it back) replaced by '***'."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _fail(self, method: str, path: str, detail: str) -> RequestFailed:
-        return RequestFailed(self._redact(_one_line(f"{method} {self.base_url}{path} failed: {detail}", 500)))
+    def _fail(self, method: str, path: str, detail: str, error: type[LLMLabelError] = RequestFailed
+              ) -> LLMLabelError:
+        return error(self._redact(_one_line(f"{method} {self.base_url}{path} failed: {detail}", 500)))
 
     async def _request(self, client: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """Send one request with retries; return the parsed JSON body or raise `RequestFailed`."""
@@ -206,7 +214,7 @@ class OpenAIBackend(TokenizerMixin, Backend):
                                    "lists the served names, pass served_model=)")
                     elif status in (401, 403):
                         detail += " (check api_key / OPENAI_API_KEY)"
-                    raise self._fail(method, path, detail)
+                    raise self._fail(method, path, detail, RequestRejected)
                 try:
                     return response.json()
                 except ValueError:

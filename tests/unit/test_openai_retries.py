@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmlabel.backends.openai import OpenAIBackend, RequestFailed
+from llmlabel.backends.openai import OpenAIBackend, RequestFailed, RequestRejected
+from llmlabel.errors import BackendError
 
 SECRET = "sk-test-PLANTED-SECRET-123"
 
@@ -111,6 +112,7 @@ def test_gives_up_after_max_retries(serve, tokenizer_dir):
     backend = OpenAIBackend(base_url=url, tokenizer=tokenizer_dir, served_model="m", max_retries=2, backoff=0.0)
     with pytest.raises(RequestFailed) as info:
         backend.generate(["Hello"], max_tokens=2)
+    assert isinstance(info.value, BackendError)  # the labeler records such rows as failed
     message = str(info.value)
     assert "\n" not in message and "503" in message and "3 attempts" in message
     assert len(script.requests) == 3
@@ -119,7 +121,7 @@ def test_gives_up_after_max_retries(serve, tokenizer_dir):
 def test_400_fails_at_once_with_one_line_and_no_key(serve, tokenizer_dir):
     url, script = serve([(400, {}, {"error": {"message": f"bad request\nyour key {SECRET} is\nnot welcome"}})])
     backend = OpenAIBackend(base_url=url, tokenizer=tokenizer_dir, served_model="m", api_key=SECRET)
-    with pytest.raises(RequestFailed) as info:
+    with pytest.raises(RequestRejected) as info:  # a config mistake: stops the run, not a per-row failure
         backend.score(["Hello"], [["positive", "negative"]])
     message = str(info.value)
     assert "\n" not in message

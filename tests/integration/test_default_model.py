@@ -1,0 +1,111 @@
+"""The transformers backend on the real embedded default model (SmolLM2-135M-Instruct) and real shared data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fp32_backend():
+    from llmlabel.backends.transformers import TransformersBackend
+
+    return TransformersBackend(dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def bf16_backend():
+    from llmlabel.backends.transformers import TransformersBackend
+
+    return TransformersBackend()
+
+
+def _full_forward_scores(backend, prompt: str, candidates: list[str]) -> list[float]:
+    """Reference: one full forward pass per candidate over prompt + candidate, no cache, no batching."""
+    import torch
+
+    out = []
+    for cand in candidates:
+        p_ids, c_ids = backend.encode(prompt), backend.encode(cand)
+        ids = torch.tensor([p_ids + c_ids])
+        with torch.inference_mode():
+            logp = torch.log_softmax(backend.model(input_ids=ids).logits.float()[0], dim=-1)
+        out.append(sum(float(logp[len(p_ids) - 1 + i, tok]) for i, tok in enumerate(c_ids)))
+    return out
+
+
+def test_cached_batched_scoring_equals_full_forward(fp32_backend):
+    b = fp32_backend
+    prompts = [b.chat_prompt([{"role": "user", "content": text}]) for text in (
+        "Is this review positive or negative? 'A dull, lifeless film.'",
+        "Classify: 'What is the capital of France?' Answer with a question type.",
+        "Hi",  # short prompt: exercises left padding next to long ones
+    )]
+    candidates = ["positive", "negative", "very positive indeed", "location", "description of a thing"]
+    got = b.score(prompts, [candidates] * len(prompts))
+    for prompt, row in zip(prompts, got):
+        assert row == pytest.approx(_full_forward_scores(b, prompt, candidates), abs=2e-3)
+
+
+def test_many_labels_fit_any_token_budget(fp32_backend):
+    """Chunking the second pass (tiny token budget) gives the same scores as one big pass."""
+    from llmlabel.backends.transformers import TransformersBackend
+
+    b = fp32_backend
+    prompts = [b.chat_prompt([{"role": "user", "content": f"Which banking intent is query {i}?"}]) for i in range(3)]
+    labels = ["card arrival", "lost or stolen card", "exchange rate", "top up failed", "pin blocked", "refund"]
+    big = b.score(prompts, [labels] * 3)
+    small = TransformersBackend.__new__(TransformersBackend)
+    small.__dict__.update(b.__dict__, batch_tokens=64, max_batch=2)
+    assert small.score(prompts, [labels] * 3) == [pytest.approx(row, abs=2e-3) for row in big]
+
+
+def test_quickstart_recipe_on_real_sst2_rows(tmp_path, shared_data, bf16_backend):
+    from llmlabel.config import load_recipe
+    from llmlabel.pipeline import run_recipe
+
+    recipe = load_recipe("recipes/quickstart.yaml", overrides=[
+        f"data.path={shared_data / 'sst2' / 'test.jsonl'}", "data.limit=48", f"output.dir={tmp_path}"])
+    summary = run_recipe(recipe, progress=False, backend=bf16_backend)
+    assert summary["rows"] == 48 and summary["stats"]["statuses"] == {"ok": 48}
+    metrics = summary["metrics"]
+    assert metrics["n"] == 48 and 0 <= metrics["accuracy"] <= 1
+    rows = read_jsonl(tmp_path / "predictions.jsonl")
+    assert all(abs(sum(r["label_probs"].values()) - 1) < 1e-6 for r in rows)
+    assert json.loads((tmp_path / "report.json").read_text())["metrics"]["accuracy"] == metrics["accuracy"]
+
+
+def test_text_longer_than_context_is_truncated_and_counted(bf16_backend):
+    from llmlabel.labeler import Labeler
+    from llmlabel.task import LabelTask
+
+    task = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment.")
+    labeler = Labeler(bf16_backend, task)
+    long_text = "This film was wonderful and moving. " * 2000  # ~16k tokens > 8192 context
+    results = labeler.label_texts([long_text, "Terrible."])
+    assert [r.truncated for r in results] == [True, False]
+    assert results[0].status == "ok" and labeler.stats.truncated == 1
+
+
+def test_generate_mode_records_parse_status(shared_data, bf16_backend):
+    """Free generation (constraint off) on real rows: every answer is parsed or recorded with a reason."""
+    from llmlabel.labeler import Labeler
+    from llmlabel.task import LabelTask
+
+    rows = read_jsonl(shared_data / "sst2" / "test.jsonl")[:6]
+    task = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment of the movie review.")
+    bf16_backend.supports_choices = False
+    try:
+        results = Labeler(bf16_backend, task, mode="generate", max_answer_tokens=8).label(rows)
+    finally:
+        bf16_backend.supports_choices = True
+    for r in results:
+        assert r["status"] in ("ok", "unparseable")
+        assert (r["status"] == "ok") == (r["label"] in ("negative", "positive"))
+        assert r["status"] == "ok" or r["reason"]
+        assert isinstance(r["raw_answer"], str)
