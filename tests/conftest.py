@@ -1,34 +1,23 @@
-"""Shared fixtures: the shared data folder, a fake backend, and an isolated model cache for the real model."""
+"""Shared fixtures: the shared data folder and small labeled rows for the fake backend."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("LLMLABEL_SHARED_DATA", REPO.parent / "shared" / "data"))
+from helpers import SHARED_DATA
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """`../shared/data`, or skip when this checkout has no shared folder beside it."""
+    """`../shared/data`; skipped when absent, unless LLMLABEL_REQUIRE_SHARED=1 (CI) makes that a failure."""
     if not SHARED_DATA.exists():
+        if os.environ.get("LLMLABEL_REQUIRE_SHARED") == "1":
+            pytest.fail(f"shared data not found at {SHARED_DATA}")
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    """Write rows as JSONL."""
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return Path(path)
 
 
 @pytest.fixture

@@ -158,13 +158,13 @@ class OpenAIBackend(TokenizerMixin, Backend):
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
         self.tokenizer = _load_tokenizer(model, tokenizer)
+        from llmlabel.models import DEFAULT_ALIASES, resolve_model
+
         if served_model:
             self.served_model = served_model
-        elif model is not None:
+        elif model is not None and model.lower() not in DEFAULT_ALIASES:
             self.served_model = model
-        else:
-            from llmlabel.models import resolve_model
-
+        else:  # the default model is served under its converted folder's path (`vllm serve <folder>`)
             self.served_model = resolve_model(None)
         self.model_id = f"openai:{self.base_url}:{self.served_model}"
         self._max_context: int | None = None

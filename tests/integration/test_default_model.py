@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import read_jsonl
+from helpers import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
 import pytest
 
 pytest.importorskip("vllm")
@@ -29,26 +27,9 @@ def messages(text: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def model_dir() -> str:
-    """The converted default model folder."""
-    from llmlabel.models import resolve_model
-
-    return resolve_model(None)
-
-
-@pytest.fixture(scope="module")
-def server(model_dir: str) -> Iterator[str]:
-    """One float32 vLLM server for the whole module; yields its base URL."""
-    from llmlabel.testing import start_vllm_server
-
-    with start_vllm_server(model_dir, dtype="float32") as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-def backend(server: str) -> OpenAIBackend:
-    """The backend under test, pointed at the module's server (served under the model folder's path)."""
-    return OpenAIBackend(base_url=server, timeout=300)
+def backend(vllm_server: str) -> OpenAIBackend:
+    """The backend under test, pointed at the session's server (served under the model folder's path)."""
+    return OpenAIBackend(base_url=vllm_server, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +70,9 @@ def test_generate_with_json_schema(backend: OpenAIBackend, prompts: list[str]):
         assert parsed["label"] in ("positive", "negative")
 
 
-def test_concurrency_does_not_change_scores(server: str):
-    sequential = OpenAIBackend(base_url=server, concurrency=1, timeout=300)
-    parallel = OpenAIBackend(base_url=server, concurrency=8, timeout=300)
+def test_concurrency_does_not_change_scores(vllm_server: str):
+    sequential = OpenAIBackend(base_url=vllm_server, concurrency=1, timeout=300)
+    parallel = OpenAIBackend(base_url=vllm_server, concurrency=8, timeout=300)
     prompts = [sequential.chat_prompt(messages(f"{TEXTS[i % len(TEXTS)]} (review {i})")) for i in range(40)]
     candidates = [CANDIDATES] * len(prompts)
     one = sequential.score(prompts, candidates)

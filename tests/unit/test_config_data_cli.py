@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_jsonl, write_jsonl
+from helpers import REPO, read_jsonl, write_jsonl
 from llmlabel.cli import main
 from llmlabel.config import load_recipe
 from llmlabel.data import Dataset, write_rows

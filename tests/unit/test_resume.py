@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import read_jsonl, write_jsonl
+from helpers import read_jsonl, write_jsonl
 
 
 def _stored(path) -> int:
