@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlabel.backends.base import Backend, TokenizerMixin
+from llmlabel.backends.trie import CandidateTrie, common_prefix_length
 from llmlabel.errors import ConfigError
 from llmlabel.models import resolve_model
 
@@ -126,65 +127,93 @@ class TransformersBackend(TokenizerMixin, Backend):
         return self.score_ids(prompt_ids, cand_ids)
 
     def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
-        """`score` on token ids."""
+        """`score` on token ids.
+
+        Prompts with the same candidate set are scored together: their longest common token prefix (system prompt,
+        instruction, label list, exemplars) runs once, and each batch runs only the prompts' own suffixes plus a
+        trie of the candidates' tokens under tree attention, from that prefix's KV cache.
+        """
         import torch
 
         results: list[list[float]] = [[0.0] * len(c) for c in cand_ids]
-        lengths = [len(p) for p in prompt_ids]
-        longest_cand = [max((len(c) for c in cands), default=1) for cands in cand_ids]
+        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+        for i, cands in enumerate(cand_ids):
+            groups.setdefault(tuple(tuple(c) for c in cands), []).append(i)
         with torch.inference_mode():
-            for batch in self._batches(lengths, longest_cand):
-                self._score_batch([prompt_ids[i] for i in batch], [cand_ids[i] for i in batch],
-                                  [results[i] for i in batch])
+            for key, members in groups.items():
+                trie = CandidateTrie([list(c) for c in key])
+                prefix_len = common_prefix_length([prompt_ids[i] for i in members])
+                prefix = self._prefix_cache(prompt_ids[members[0]][:prefix_len])
+                suffixes = [prompt_ids[i][prefix_len:] for i in members]
+                for batch in self._batches([len(s) + len(trie) for s in suffixes]):
+                    scores = self._score_batch(prefix, prefix_len, [suffixes[b] for b in batch], trie)
+                    for b, row in zip(batch, scores):
+                        results[members[b]] = row
         return results
 
-    def _score_batch(self, prompts: list[list[int]], cands: list[list[list[int]]], out: list[list[float]]) -> None:
+    def _prefix_cache(self, prefix: list[int]) -> list[tuple[Any, Any]]:
+        """Per-layer (keys, values) of the shared prefix, computed once (batch of one)."""
         import torch
         from transformers import DynamicCache
 
-        ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if not prefix:
+            return []
         cache = DynamicCache(config=self.model.config)
-        hidden = self._body(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True).last_hidden_state
-        first = self._log_probs(hidden[:, -1, :])
-        # Rows for the second pass: (prompt row, candidate index) of every candidate longer than one token.
-        rows = []
-        for b, cand_list in enumerate(cands):
-            for j, toks in enumerate(cand_list):
-                out[b][j] = float(first[b, toks[0]])
-                if len(toks) > 1:
-                    rows.append((b, j))
-        if not rows:
-            return
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        width = ids.shape[1]
-        prompt_len = mask.sum(-1)
-        # Each expanded row holds a full copy of its prompt's cache: size chunks by the token budget.
-        per_chunk = max(1, self.batch_tokens // max(width, 1))
-        for start in range(0, len(rows), per_chunk):
-            chunk = rows[start:start + per_chunk]
-            index = torch.tensor([b for b, _ in chunk], device=self.device)
-            tails = [cands[b][j][:-1] for b, j in chunk]
-            tail_width = max(len(t) for t in tails)
-            tail_ids = torch.full((len(chunk), tail_width), self.pad_id, dtype=torch.long)
-            tail_mask = torch.zeros((len(chunk), tail_width), dtype=torch.long)
-            for r, t in enumerate(tails):
-                tail_ids[r, :len(t)] = torch.tensor(t)
-                tail_mask[r, :len(t)] = 1
-            tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
-            sub = DynamicCache(config=self.model.config)
-            for layer_idx, (k, v) in enumerate(layers):
-                sub.update(k.index_select(0, index), v.index_select(0, index), layer_idx)
-            full_mask = torch.cat([mask.index_select(0, index), tail_mask], dim=1)
-            tail_pos = prompt_len.index_select(0, index)[:, None] + torch.arange(tail_width, device=self.device)
-            hidden = self._body(input_ids=tail_ids, attention_mask=full_mask, position_ids=tail_pos,
-                                past_key_values=sub, use_cache=True).last_hidden_state
-            logp = self._log_probs(hidden)
-            for r, (b, j) in enumerate(chunk):
-                toks = cands[b][j]
-                targets = torch.tensor(toks[1:], device=self.device)
-                out[b][j] += float(logp[r, torch.arange(len(toks) - 1, device=self.device), targets].sum())
+        ids = torch.tensor([prefix], device=self.device)
+        self._body(input_ids=ids, past_key_values=cache, use_cache=True,
+                   position_ids=torch.arange(len(prefix), device=self.device)[None])
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _score_batch(self, prefix: list[tuple[Any, Any]], prefix_len: int, suffixes: list[list[int]],
+                     trie: CandidateTrie) -> list[list[float]]:
+        """One forward pass over [left-padded suffixes | trie nodes] on top of the shared prefix."""
+        import torch
+        from transformers import DynamicCache
+
+        rows, width, nodes = len(suffixes), max(len(s) for s in suffixes), len(trie)
+        span = width + nodes
+        dev = self.device
+        ids = torch.full((rows, span), self.pad_id, dtype=torch.long)
+        valid = torch.zeros((rows, span), dtype=torch.bool)
+        for r, suffix in enumerate(suffixes):
+            ids[r, width - len(suffix):width] = torch.tensor(suffix, dtype=torch.long)
+            valid[r, width - len(suffix):width] = True
+        if nodes:
+            ids[:, width:] = torch.tensor(trie.tokens, dtype=torch.long)
+            valid[:, width:] = True
+        # Positions: prefix, then each row's real suffix tokens, then trie nodes by depth after the suffix.
+        lengths = valid[:, :width].sum(-1, keepdim=True)
+        positions = torch.zeros((rows, span), dtype=torch.long)
+        positions[:, :width] = prefix_len + (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
+        if nodes:
+            positions[:, width:] = prefix_len + lengths + torch.tensor(trie.depths)[None]
+        # Attention (True = may attend): prefix for every real token; causal among real suffix tokens; trie nodes
+        # see the whole suffix and their own ancestors. The diagonal keeps padding rows well defined.
+        mask = torch.zeros((rows, span, prefix_len + span), dtype=torch.bool)
+        mask[:, :, :prefix_len] = valid[:, :, None]
+        causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
+        mask[:, :width, prefix_len:prefix_len + width] = causal[None] & valid[:, None, :width] & valid[:, :width, None]
+        if nodes:
+            mask[:, width:, prefix_len:prefix_len + width] = valid[:, None, :width]
+            mask[:, width:, prefix_len + width:] = torch.tensor(trie.ancestors())[None]
+        diagonal = torch.arange(span)
+        mask[:, diagonal, prefix_len + diagonal] = True
+        cache = DynamicCache(config=self.model.config)
+        for layer_idx, (keys, values) in enumerate(prefix):
+            cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer_idx)
+        hidden = self._body(input_ids=ids.to(dev), attention_mask=mask[:, None].to(dev), position_ids=positions.to(dev),
+                            past_key_values=cache, use_cache=True).last_hidden_state
+        sources = torch.tensor(trie.sources, device=dev)
+        targets = torch.tensor(trie.targets, device=dev)
+        owners = torch.tensor(trie.owners, device=dev)
+        n_cands = int(owners.max()) + 1
+        out = []
+        for r in range(rows):  # one row at a time bounds the (1 + nodes) x vocab float32 log-prob buffer
+            logp = self._log_probs(hidden[r, width - 1:])
+            scores = torch.zeros(n_cands, dtype=torch.float64, device=dev)
+            scores.index_add_(0, owners, logp[sources, targets].double())
+            out.append(scores.tolist())
+        return out
 
     # -- generation -----------------------------------------------------------------------------------------------
     def generate(self, prompts: list[str], max_tokens: int = 64, choices: list[str] | None = None,

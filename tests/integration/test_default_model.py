@@ -46,14 +46,16 @@ def test_cached_batched_scoring_equals_full_forward(fp32_backend):
         "Classify: 'What is the capital of France?' Answer with a question type.",
         "Hi",  # short prompt: exercises left padding next to long ones
     )]
-    candidates = ["positive", "negative", "very positive indeed", "location", "description of a thing"]
-    got = b.score(prompts, [candidates] * len(prompts))
-    for prompt, row in zip(prompts, got):
-        assert row == pytest.approx(_full_forward_scores(b, prompt, candidates), abs=2e-3)
+    # Shared leading tokens ("very ...") exercise the trie's branches; the last prompt gets its own candidate set.
+    candidates = ["positive", "negative", "very positive indeed", "very negative", "very", "description of a thing"]
+    per_prompt = [candidates, candidates, ["location", "loc", "human being"]]
+    got = b.score(prompts, per_prompt)
+    for prompt, cands, row in zip(prompts, per_prompt, got):
+        assert row == pytest.approx(_full_forward_scores(b, prompt, cands), abs=2e-3)
 
 
 def test_many_labels_fit_any_token_budget(fp32_backend):
-    """Chunking the second pass (tiny token budget) gives the same scores as one big pass."""
+    """A tiny token budget (one prompt per forward pass) gives the same scores as one big batch."""
     from llmlabel.backends.transformers import TransformersBackend
 
     b = fp32_backend
