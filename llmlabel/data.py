@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,13 +191,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write rows to `path` (format from its extension), atomically: a temp file renamed into place."""
+def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Write rows to `path` (format from its extension), atomically: a temp file renamed into place.
+
+    JSONL and CSV are written as the rows arrive (a generator streams with flat memory); JSON and Parquet collect
+    the rows first.
+    """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise DataError(f"unsupported output type '{suffix or path.name}'; use one of: {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed while writing
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -205,17 +211,19 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:
                 for row in rows:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             elif suffix == ".json":
-                json.dump(rows, handle, ensure_ascii=False, indent=1)
+                json.dump(list(rows), handle, ensure_ascii=False, indent=1)
             elif suffix == ".csv":
-                fields = list(dict.fromkeys(k for row in rows for k in row))
-                writer = csv.DictWriter(handle, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows({k: _jsonable(v) for k, v in row.items()} for row in rows)
+                writer = None
+                for row in rows:
+                    if writer is None:  # columns from the first row; later extra keys are an error
+                        writer = csv.DictWriter(handle, fieldnames=list(row))
+                        writer.writeheader()
+                    writer.writerow({k: _jsonable(v) for k, v in row.items()})
         if suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
+            pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -75,26 +75,39 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
     if backend is None:
         backend = load_backend(recipe.model.backend, model=recipe.model.name, **recipe.model.options)
     cache = ResultCache(recipe.output.path(recipe.output.cache)) if recipe.output.cache else None
+    gold: list[Any] = []
+    pred: list[Any] = []
+    confidences: list[float] = []
+    evaluating = recipe.evaluate and has_gold and not task.multi_label
+
+    def labeled_rows() -> Any:
+        # Streams: each row is written as it is labeled; only what evaluation needs stays in memory.
+        for row, result in labeler.iter_label(dataset, total=total):
+            if evaluating:
+                gold.append(task.gold(row))
+                pred.append(result.label)
+                confidences.append(result.confidence)
+            yield labeler.merge(row, result)
+
     try:
         labeler = Labeler(backend, task, mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
                           calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
                           prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
                           max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
-        rows = labeler.label(dataset, total=len(dataset))
+        total = len(dataset)
+        predictions = write_rows(labeled_rows(), recipe.output.path(recipe.output.predictions))
     finally:
         if cache is not None:
             cache.close()
         if owns_backend:
             backend.close()
-    predictions = write_rows(rows, recipe.output.path(recipe.output.predictions))
     summary: dict[str, Any] = {
         "recipe": recipe.name, "backend": backend.name, "model": backend.model_id, "mode": recipe.labeling.mode,
-        "rows": len(rows), "predictions": str(predictions), "stats": labeler.stats.as_dict(),
+        "rows": labeler.stats.rows, "predictions": str(predictions), "stats": labeler.stats.as_dict(),
         "invalid_utf8_rows": dataset.invalid_utf8_rows,
     }
-    if recipe.evaluate and has_gold and not task.multi_label:
-        gold = [task.gold({task.label_field: r[labeler.gold_column]}) for r in rows]
-        report = evaluate(gold, [r["label"] for r in rows], task.names, [r["confidence"] for r in rows])
+    if evaluating:
+        report = evaluate(gold, pred, task.names, confidences)
         report["cost"] = labeler.stats.as_dict()
         summary["metrics"] = report
     summary_path = recipe.output.path(recipe.output.report)

@@ -58,4 +58,5 @@ def test_killed_run_resumes_without_loss_or_recompute(tmp_path):
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [p["id"] for p in predictions] == list(range(60))  # nothing lost or duplicated, input order kept
     assert all(p["status"] == "ok" for p in predictions)
+    assert not list(out.glob(".*.tmp")), "the killed run's partial output file was not cleaned up"
     assert _stored(cache) == 60
