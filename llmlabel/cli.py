@@ -17,7 +17,9 @@ import typer
 from llmlabel.errors import LLMLabelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Label text datasets with a language model: zero-/few-shot, calibrated, cached, measured.")
+                  help="Label text datasets with a language model: zero-/few-shot, calibrated, cached, measured.",
+                  epilog="Exit codes: 0 success; 2 a problem with the input (recipe, flags, data, model), explained "
+                         "in one line; 130 interrupted (finished rows are cached: run again to resume); 1 a bug.")
 recipes_app = typer.Typer(no_args_is_help=True, help="List and show the recipes shipped with llmlabel.")
 app.add_typer(recipes_app, name="recipes")
 

@@ -1,11 +1,20 @@
 """OpenAI-compatible HTTP backend: any server that speaks `/v1/completions` (e.g. `vllm serve`), via `httpx`.
 
 Prompts and candidates are sent as token ids built by `TokenizerMixin` from the model's local tokenizer, so the
-server scores exactly the tokens the other backends score. Scoring sends, per prompt, one completions request whose
-`prompt` is the batch `[prompt_ids + cand_ids for each candidate]` with `echo: true, logprobs: 0, max_tokens: 1`:
-the echoed `choices[k].logprobs.token_logprobs` has one entry per prompt token (the first is `null`, nothing
-precedes it) followed by the generated token's, so candidate `k`'s tokens sit at positions
-`len(prompt_ids) .. len(prompt_ids) + len(cand_ids) - 1`.
+server scores exactly the tokens the other backends score. Scoring walks a token trie of the candidates
+(`llmlabel.backends.trie`): each trie row (the root, and every node with children) is one token-id prompt,
+`prompt_ids + path to the node`, whose next-token logprobs are wanted for the node's child tokens only. Per prompt,
+rows go out in completions requests whose `prompt` is a batch of such sequences, with `max_tokens: 1, logprobs: 1,
+logprob_token_ids: [the rows' child ids, at most 128], return_tokens_as_token_ids: true` (vLLM's extensions):
+`choices[k].logprobs.top_logprobs[0]` then maps `"token_id:<id>"` to the logprob of every asked id (plus the
+sampled token). No echo and no prompt logprobs, so vLLM's prefix cache serves the shared prompt, and a label set of
+single tokens costs one row per prompt.
+
+Servers without `logprob_token_ids` (a 4xx naming it, or answers lacking the asked ids) are scored the old way from
+then on: per prompt, one request whose `prompt` is the batch `[prompt_ids + cand_ids for each candidate]` with
+`echo: true, logprobs: 0, max_tokens: 1`; the echoed `choices[k].logprobs.token_logprobs` has one entry per prompt
+token (the first is `null`, nothing precedes it) followed by the generated token's, so candidate `k`'s tokens sit
+at positions `len(prompt_ids) .. len(prompt_ids) + len(cand_ids) - 1`.
 
 Generation is greedy; `choices` and `json_schema` use vLLM's `structured_outputs` extension (`{"choice": [...]}`,
 `{"json": schema}`). Requests run concurrently (asyncio + one `httpx.AsyncClient`, at most `concurrency` in
@@ -35,6 +44,10 @@ PROGRESS_MIN_REQUESTS = 200
 MAX_RETRY_WAIT = 60.0
 #: fallback context length when the server does not report one and the tokenizer's is unset or huge
 MAX_FALLBACK_CONTEXT = 8192
+#: most token ids one request may ask logprobs for (vLLM's `MAX_LOGPROB_TOKEN_IDS`)
+MAX_LOGPROB_TOKEN_IDS = 128
+#: request fields of trie scoring; a 4xx naming one means the server lacks them (then: echo scoring)
+TOKEN_ID_FIELDS = ("logprob_token_ids", "return_tokens_as_token_ids")
 
 
 class RequestFailed(BackendError):
@@ -55,6 +68,47 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
+
+
+class _NoTokenIdLogprobs(Exception):
+    """A server answered without the logprobs of the asked `logprob_token_ids`: it ignores the field."""
+
+
+class _Pack:
+    """Trie rows sent in one completions request: their prompts share one `logprob_token_ids` list.
+
+    `rows[k]` is a trie row (see `CandidateTrie.requests`), `paths[k]` its path, `asked[k]` the ids read for it;
+    `ids` is the union of `asked`, at most `MAX_LOGPROB_TOKEN_IDS` long.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.paths: list[list[int]] = []
+        self.asked: list[list[int]] = []
+        self.ids: list[int] = []
+
+
+def _packs(trie: Any, limit: int) -> list[_Pack]:
+    """`trie`'s rows (split into pieces of at most `limit` asked ids) packed greedily, in order, into requests."""
+    from llmlabel.backends.trie import chunked
+
+    packs: list[_Pack] = []
+    pack, known = _Pack(), set()
+    for row, (path, children) in enumerate(trie.requests()):
+        for asked in chunked(children, limit):
+            new = [t for t in asked if t not in known]
+            if pack.rows and len(pack.ids) + len(new) > limit:
+                packs.append(pack)
+                pack, known = _Pack(), set()
+                new = list(asked)
+            pack.rows.append(row)
+            pack.paths.append(path)
+            pack.asked.append(asked)
+            pack.ids.extend(new)
+            known.update(new)
+    if pack.rows:
+        packs.append(pack)
+    return packs
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -168,6 +222,8 @@ class OpenAIBackend(TokenizerMixin, Backend):
             self.served_model = resolve_model(None)
         self.model_id = f"openai:{self.base_url}:{self.served_model}"
         self._max_context: int | None = None
+        #: whether the server honours `logprob_token_ids` (None: not known yet; False: score with echo)
+        self._token_id_scoring: bool | None = None
 
     def __repr__(self) -> str:
         return (f"OpenAIBackend(base_url={self.base_url!r}, served_model={self.served_model!r}, "
@@ -321,7 +377,87 @@ class OpenAIBackend(TokenizerMixin, Backend):
         return self.score_ids(prompt_ids, cand_ids)
 
     def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
-        """`score` on token ids: one echo request per prompt, holding every candidate continuation."""
+        """`score` on token ids: one request per candidate-trie row (see module docstring), or echo where unsupported.
+
+        The first call finds out whether the server honours `logprob_token_ids`: a server that rejects the field
+        (an HTTP 4xx naming it) or ignores it (answers without the asked ids) is scored with echoed prompt
+        log-probabilities from then on.
+        """
+        if self._token_id_scoring is not False:
+            try:
+                scores = self._score_ids_token_ids(prompt_ids, cand_ids)
+            except _NoTokenIdLogprobs:
+                self._token_id_scoring = False
+            except RequestRejected as exc:
+                if self._token_id_scoring is not None or not any(f in str(exc) for f in TOKEN_ID_FIELDS):
+                    raise
+                self._token_id_scoring = False
+            else:
+                if any(cand_ids):
+                    self._token_id_scoring = True
+                return scores
+        return self._score_ids_echo(prompt_ids, cand_ids)
+
+    def _score_ids_token_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]
+                             ) -> list[list[float]]:
+        """Trie scoring: per prompt, the trie rows packed into completions requests of at most 128 asked ids."""
+        from llmlabel.backends.trie import CandidateTrie
+
+        plans: dict[tuple[tuple[int, ...], ...], tuple[CandidateTrie, list[_Pack]]] = {}
+        tries: dict[int, CandidateTrie] = {}  # prompt index -> its trie
+        jobs, owners = [], []
+        for i, (prompt, cands) in enumerate(zip(prompt_ids, cand_ids)):
+            if not cands:
+                continue
+            key = tuple(tuple(t) for t in cands)
+            if key not in plans:
+                trie = CandidateTrie([list(t) for t in cands])
+                plans[key] = (trie, _packs(trie, MAX_LOGPROB_TOKEN_IDS))
+            tries[i] = plans[key][0]
+            for pack in plans[key][1]:
+                jobs.append(self._token_id_job(prompt, pack))
+                owners.append(i)
+        answers = self._run(lambda: self._gather(jobs, "scoring")) if jobs else []
+        rows = {i: [{} for _ in range(len(trie) + 1)] for i, trie in tries.items()}
+        for i, answer in zip(owners, answers):
+            for row, values in answer:
+                rows[i][row].update(values)
+        results: list[list[float]] = [[] for _ in cand_ids]
+        for i, trie in tries.items():
+            results[i] = trie.combine(rows[i])
+        return results
+
+    def _token_id_job(self, prompt: list[int], pack: _Pack
+                      ) -> Callable[[Any], Awaitable[list[tuple[int, dict[int, float]]]]]:
+        body = {"model": self.served_model, "prompt": [prompt + path for path in pack.paths], "max_tokens": 1,
+                "temperature": 0, "logprobs": 1, "logprob_token_ids": pack.ids, "return_tokens_as_token_ids": True}
+
+        async def job(client: Any) -> list[tuple[int, dict[int, float]]]:
+            data = await self._request(client, "POST", "/completions", body)
+            choices = self._choices(data, len(pack.paths), "/completions")
+            out = []
+            for choice, row, asked in zip(choices, pack.rows, pack.asked):
+                top = (choice.get("logprobs") or {}).get("top_logprobs")
+                step = top[0] if isinstance(top, list) and top and isinstance(top[0], dict) else {}
+                values: dict[int, float] = {}
+                for name, value in step.items():
+                    if isinstance(name, str) and name.startswith("token_id:") and isinstance(value, (int, float)):
+                        try:
+                            values[int(name[len("token_id:"):])] = float(value)
+                        except ValueError:
+                            pass
+                if any(tok not in values for tok in asked):
+                    if self._token_id_scoring:
+                        raise self._fail("POST", "/completions", "answer lacks the logprobs of the asked "
+                                         "logprob_token_ids")
+                    raise _NoTokenIdLogprobs()
+                out.append((row, {tok: values[tok] for tok in asked}))
+            return out
+
+        return job
+
+    def _score_ids_echo(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
+        """Fallback scoring: one echo request per prompt, holding every candidate continuation."""
         jobs = [self._score_job(p, c) for p, c in zip(prompt_ids, cand_ids) if c]
         scored = iter(self._run(lambda: self._gather(jobs, "scoring")) if jobs else [])
         return [next(scored) if c else [] for c in cand_ids]

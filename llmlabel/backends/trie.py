@@ -3,9 +3,15 @@
 Labels that share leading tokens share trie nodes, so a 77-label task costs one pass over (prompt suffix + trie
 nodes) instead of 77 passes. Only nodes with children are fed to the model (a leaf's own output is never needed);
 each fed node attends to the prompt and to its ancestors, never to its siblings ("tree attention").
+
+Engines that cannot take a tree-attention mask (vLLM, OpenAI-compatible servers) use the same trie differently:
+one request per output row (`CandidateTrie.requests`), each asking the log-probabilities of just that row's child
+tokens at its last position, and `CandidateTrie.combine` sums the answers into per-candidate scores.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 
 class CandidateTrie:
@@ -18,9 +24,11 @@ class CandidateTrie:
         sources / targets / owners: for every token of every candidate, the output row predicting it (0 = the prompt's
             last token, 1 + j = fed node j), the token id, and the candidate index; summing the log-probabilities
             `logp[sources, targets]` per owner gives each candidate's score.
+        num_candidates: number of candidates (the length of `combine`'s answer).
     """
 
     def __init__(self, candidates: list[list[int]]):
+        self.num_candidates = len(candidates)
         children: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
         node_token: list[int] = []
         node_parent: list[int] = []
@@ -59,6 +67,39 @@ class CandidateTrie:
         """Number of fed nodes."""
         return len(self.tokens)
 
+    def paths(self) -> list[list[int]]:
+        """Token ids from the root down to each fed node, the node's own token last."""
+        out: list[list[int]] = []
+        for token, parent in zip(self.tokens, self.parents):
+            out.append((out[parent] if parent >= 0 else []) + [token])
+        return out
+
+    def requests(self) -> list[tuple[list[int], list[int]]]:
+        """One (path, child token ids) pair per output row: the root (path []) first, then fed node j at 1 + j.
+
+        Appending row r's path to the prompt and reading the next-token log-probabilities of its child ids there
+        gives every value `combine` needs; child ids are distinct, in first-use order.
+        """
+        children: list[list[int]] = [[] for _ in range(1 + len(self.tokens))]
+        seen: set[tuple[int, int]] = set()
+        for source, target in zip(self.sources, self.targets):
+            if (source, target) not in seen:
+                seen.add((source, target))
+                children[source].append(target)
+        return list(zip([[]] + self.paths(), children))
+
+    def combine(self, logprobs: Sequence[Mapping[int, float]]) -> list[float]:
+        """Per-candidate scores from `logprobs[r]` = {child token id: log-probability} of output row r.
+
+        Row r is the one `requests()` lists at index r; every child id it names must be present (KeyError if not).
+        """
+        if len(logprobs) != 1 + len(self.tokens):
+            raise ValueError(f"combine() needs {1 + len(self.tokens)} rows of logprobs, got {len(logprobs)}")
+        scores = [0.0] * self.num_candidates
+        for source, target, owner in zip(self.sources, self.targets, self.owners):
+            scores[owner] += float(logprobs[source][target])
+        return scores
+
     def ancestors(self) -> list[list[bool]]:
         """Square matrix: row j marks fed node j's ancestors and itself (what node j may attend to in the trie)."""
         size = len(self.tokens)
@@ -81,3 +122,10 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     while n < shortest - 1 and all(s[n] == first[n] for s in sequences):
         n += 1
     return n
+
+
+def chunked(ids: list[int], size: int) -> list[list[int]]:
+    """`ids` cut into consecutive pieces of at most `size` (engines cap the token ids one request may ask for)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be positive, got {size}")
+    return [ids[i:i + size] for i in range(0, len(ids), size)]

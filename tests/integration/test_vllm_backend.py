@@ -25,7 +25,8 @@ MESSAGES = [
     [{"role": "user", "content": "Review: the battery died after two days. Sentiment?"}],
     [{"role": "user", "content": "Is this review positive or negative? 'It was fine, nothing special.'"}],
 ]
-CANDIDATES = ["positive", "negative", "very positive indeed"]
+# "very ..." share their first token, so scoring walks a branching candidate trie (root -> "very" -> ...).
+CANDIDATES = ["positive", "negative", "very positive indeed", "very negative"]
 CHOICES = ["positive", "negative", "neutral"]
 SCHEMA = {
     "type": "object",
@@ -38,7 +39,7 @@ DRIVER = textwrap.dedent('''
     import sys
     import time
 
-    from llmlabel.backends.vllm import VLLMBackend
+    from llmlabel.backends.vllm import VLLMBackend, _has_logprob_token_ids
 
 
     def main():
@@ -54,6 +55,10 @@ DRIVER = textwrap.dedent('''
                 "prompts": prompts,
                 "prompt_ids": [backend.encode(p) for p in prompts],
                 "scores": backend.score(prompts, [spec["candidates"]] * len(prompts)),
+                "token_id_scoring": _has_logprob_token_ids(),
+                # the fallback path: one request per (prompt, candidate) pair, from prompt logprobs
+                "pair_scores": backend._score_ids_pairs([backend.encode(p) for p in prompts],
+                                                        backend.encode_candidates([spec["candidates"]] * len(prompts))),
                 "choices": backend.generate(prompts, max_tokens=8, choices=spec["choices"]),
                 "json": backend.generate(prompts, max_tokens=64, json_schema=spec["schema"]),
                 "plain": backend.generate(prompts[:1], max_tokens=8),
@@ -116,6 +121,7 @@ def test_same_prompts_and_tokens(vllm_run, reference):
 
 def test_scores_match_transformers(vllm_run, reference):
     assert any(len(reference.encode(c)) > 1 for c in CANDIDATES)  # multi-token candidates are exercised
+    assert reference.encode(CANDIDATES[2])[0] == reference.encode(CANDIDATES[3])[0]  # ... sharing a first token
     prompts = [reference.chat_prompt(m) for m in MESSAGES]
     expected = reference.score(prompts, [CANDIDATES] * len(prompts))
     got = vllm_run["scores"]
@@ -125,6 +131,12 @@ def test_scores_match_transformers(vllm_run, reference):
         for g, e in zip(row_got, row_exp):
             assert g < 0
             assert abs(g - e) < 0.05, (got, expected)
+
+
+def test_trie_scoring_matches_pair_scoring(vllm_run):
+    assert vllm_run["token_id_scoring"]  # this vLLM has SamplingParams.logprob_token_ids: the trie path ran
+    for row_trie, row_pairs in zip(vllm_run["scores"], vllm_run["pair_scores"]):
+        assert row_trie == pytest.approx(row_pairs, abs=1e-3)
 
 
 def test_generate_with_choices(vllm_run):

@@ -86,25 +86,71 @@ def completion(token_logprobs_per_choice: list[list[float | None]]) -> dict:
         for i, lps in enumerate(token_logprobs_per_choice)]}
 
 
+def token_id_completion(rows: list[dict[int, float]]) -> dict:
+    """A completions answer to a `logprob_token_ids` request: one choice per prompt, ids keyed 'token_id:<id>'."""
+    return {"object": "text_completion", "choices": [
+        {"index": i, "text": "x", "finish_reason": "length",
+         "logprobs": {"token_logprobs": [-0.1], "tokens": ["token_id:1"],
+                      "top_logprobs": [{f"token_id:{tok}": lp for tok, lp in row.items()}]}}
+        for i, row in enumerate(rows)]}
+
+
 def test_retries_429_and_503_then_succeeds(serve, tokenizer_dir):
+    from llmlabel.backends.trie import CandidateTrie
+
     backend = OpenAIBackend(tokenizer=tokenizer_dir, served_model="m", api_key=SECRET, backoff=0.01)
-    prompt_len = len(backend.encode("Hello"))
-    cand_len = len(backend.encode("positive"))
-    # echoed: one entry per prompt token (first null), then the candidate's tokens, then the generated token
-    lps = [None] + [-0.5] * (prompt_len - 1) + [-1.25] * cand_len + [-7.0]
+    cand = backend.encode("positive")
+    rows = CandidateTrie([cand]).requests()  # one row per candidate token: (path so far, [next token])
     url, script = serve([
         (429, {"Retry-After": "0"}, {"error": {"message": "slow down"}}),
         (503, {}, {"error": {"message": "overloaded"}}),
-        (200, {}, completion([lps])),
+        (200, {}, token_id_completion([{tok: -1.25 for tok in children} for _, children in rows])),
     ])
     backend.base_url = url
     scores = backend.score(["Hello"], [["positive"]])
-    assert scores == [[pytest.approx(-1.25 * cand_len)]]
+    assert scores == [[pytest.approx(-1.25 * len(cand))]]
     assert len(script.requests) == 3
+    sent = script.requests[-1]
+    assert sent["prompt"] == [backend.encode("Hello") + path for path, _ in rows]
+    assert sent["logprob_token_ids"] == cand and sent["return_tokens_as_token_ids"] is True
+    assert sent["max_tokens"] == 1 and sent["logprobs"] == 1 and sent["model"] == "m" and not sent.get("echo")
+    assert script.headers[-1].get("Authorization") == f"Bearer {SECRET}"
+
+
+@pytest.mark.parametrize("first", [
+    (200, {}, completion([[-0.5]])),  # ignores logprob_token_ids: plain top logprobs, no asked ids
+    (400, {}, {"error": {"message": "Unrecognized request argument supplied: logprob_token_ids"}}),
+])
+def test_scoring_falls_back_to_echo_without_logprob_token_ids(serve, tokenizer_dir, first):
+    backend = OpenAIBackend(tokenizer=tokenizer_dir, served_model="m", backoff=0.0)
+    prompt_len = len(backend.encode("Hello"))
+    cand_len = len(backend.encode("positive"))
+    lps = [None] + [-0.5] * (prompt_len - 1) + [-1.25] * cand_len + [-7.0]
+    url, script = serve([first, (200, {}, completion([lps]))])
+    backend.base_url = url
+    assert backend.score(["Hello"], [["positive"]]) == [[pytest.approx(-1.25 * cand_len)]]
+    assert [bool(r.get("echo")) for r in script.requests] == [False, True]
+    assert "logprob_token_ids" in script.requests[0]
     sent = script.requests[-1]
     assert sent["prompt"] == [backend.encode("Hello") + backend.encode("positive")]
     assert sent["echo"] is True and sent["max_tokens"] == 1 and sent["logprobs"] == 0 and sent["model"] == "m"
-    assert script.headers[-1].get("Authorization") == f"Bearer {SECRET}"
+    # Decided once: later calls go straight to echo.
+    assert backend.score(["Hello"], [["positive"]]) == [[pytest.approx(-1.25 * cand_len)]]
+    assert len(script.requests) == 3 and script.requests[-1]["echo"] is True
+
+
+def test_trie_rows_pack_into_requests_of_at_most_the_limit():
+    from llmlabel.backends.openai import _packs
+    from llmlabel.backends.trie import CandidateTrie
+
+    # rows: root asks [1, 2, 3], node 1 asks [4, 5], node 2 asks [6]
+    trie = CandidateTrie([[1, 4], [1, 5], [2, 6], [3]])
+    one = _packs(trie, 128)
+    assert len(one) == 1 and one[0].rows == [0, 1, 2] and one[0].ids == [1, 2, 3, 4, 5, 6]
+    assert one[0].paths == [[], [1], [2]] and one[0].asked == [[1, 2, 3], [4, 5], [6]]
+    small = _packs(trie, 2)  # the root's 3 ids are split across requests; no request asks more than 2 ids
+    assert [(p.rows, p.asked) for p in small] == [([0], [[1, 2]]), ([0], [[3]]), ([1], [[4, 5]]), ([2], [[6]])]
+    assert all(len(p.ids) <= 2 for p in small)
 
 
 def test_gives_up_after_max_retries(serve, tokenizer_dir):
