@@ -53,7 +53,8 @@ def make_task(dataset: str, labels: list[str]):
     from llmlabel.task import LabelTask
 
     instruction, text_name = TASKS[dataset]
-    return LabelTask(labels=labels, instruction=instruction, text_name=text_name)
+    # Labels as words ("card arrival"): fewer, likelier tokens than "card_arrival", for every path alike.
+    return LabelTask(labels=labels, instruction=instruction, text_name=text_name, humanize_labels=True)
 
 
 def measure(backend, task, rows: list[dict], naive: bool = False, examples: list[dict] | None = None,

@@ -47,6 +47,8 @@ class TaskConfig(_Strict):
     text_pair_name: str = "Text 2"
     multi_label: bool = False
     threshold: float = Field(0.5, gt=0, lt=1)
+    #: show and score labels as words ("card_arrival" -> "card arrival"); outputs keep the names
+    humanize_labels: bool = False
 
 
 class LabelingConfig(_Strict):

@@ -119,6 +119,7 @@ class Labeler:
         self.normalize = normalize
         self.calibration = None if calibration == "none" else calibration
         self.examples = [self._example(ex) for ex in (examples or [])]
+        self._shown = dict(zip(task.names, task.texts_shown))
         default_prompt = "label_binary.v1" if task.multi_label else "label.v1"
         self.template = load_prompt(prompt or default_prompt)
         self.cache = cache
@@ -138,15 +139,19 @@ class Labeler:
 
     # -- prompts --------------------------------------------------------------------------------------------------
     def _render(self, text: str, text_pair: str | None, label: Any = None) -> str:
+        shown = [{"name": lab.text, "description": lab.description} for lab in self.task.labels]
+        if label is not None:
+            label = {"name": label.text, "description": label.description}
+        examples = [{**ex, "label": self._shown[ex["label"]]} for ex in self.examples]
         content = self.template.render(
-            instruction=self.task.instruction, labels=[lab.model_dump() for lab in self.task.labels],
-            label=label, examples=self.examples, text_name=self.task.text_name,
+            instruction=self.task.instruction, labels=shown,
+            label=label, examples=examples, text_name=self.task.text_name,
             text_pair_name=self.task.text_pair_name, text=text, text_pair=text_pair)
         return self.backend.chat_prompt([{"role": "user", "content": content}])
 
     def _longest_answer_tokens(self) -> int:
         if not hasattr(self, "_answer_tokens"):
-            cands = ["yes", "no"] if self.task.multi_label else self.task.names
+            cands = ["yes", "no"] if self.task.multi_label else self.task.texts_shown
             longest = max(self.backend.count_tokens(c) for c in cands)
             self._answer_tokens = longest if self.mode == "score" else self.max_answer_tokens
         return self._answer_tokens
@@ -188,7 +193,7 @@ class Labeler:
         """Raw results (label scores + token counts, or the answer) for (text, text_pair) items."""
         if self.mode == "generate":
             prompts = [self._render(t, p) for t, p in items]
-            choices = self.task.names if self.backend.supports_choices else None
+            choices = self.task.texts_shown if self.backend.supports_choices else None
             answers = self.backend.generate(prompts, max_tokens=self.max_answer_tokens, choices=choices)
             return [{"answer": a} for a in answers]
         if self.task.multi_label:
@@ -197,7 +202,7 @@ class Labeler:
             n = len(self.task.labels)
             return [{"yes_no": flat[i * n:(i + 1) * n]} for i in range(len(items))]
         prompts = [self._render(t, p) for t, p in items]
-        scores = self.backend.score(prompts, [self.task.names] * len(prompts))
+        scores = self.backend.score(prompts, [self.task.texts_shown] * len(prompts))
         return [{"scores": s} for s in scores]
 
     def _raw(self, items: list[tuple[str, str | None]]) -> list[dict[str, Any] | BackendError]:
@@ -223,7 +228,7 @@ class Labeler:
     # -- raw -> label ---------------------------------------------------------------------------------------------
     def _token_counts(self) -> list[int]:
         if not hasattr(self, "_label_tokens"):
-            self._label_tokens = [max(self.backend.count_tokens(n), 1) for n in self.task.names]
+            self._label_tokens = [max(self.backend.count_tokens(t), 1) for t in self.task.texts_shown]
         return self._label_tokens
 
     def _probs(self, scores: list[float]) -> list[float]:
@@ -255,7 +260,8 @@ class Labeler:
         if isinstance(raw, BackendError):
             return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", str(raw), truncated=truncated)
         if "answer" in raw:
-            label, reason = parse_answer(raw["answer"], names)
+            shown, reason = parse_answer(raw["answer"], self.task.texts_shown)
+            label = names[self.task.texts_shown.index(shown)] if shown is not None else None
             probs = {n: float(n == label) for n in names}
             status = "ok" if label else "unparseable"
             return LabelResult(label, probs, 1.0 if label else 0.0, status, reason, raw["answer"], truncated)

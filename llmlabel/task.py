@@ -10,11 +10,19 @@ from llmlabel.errors import DataError, unknown
 
 
 class Label(BaseModel):
-    """One label: its name (what the model answers) and an optional description shown in the prompt."""
+    """One label: its name (what the output says), an optional description shown in the prompt, and an optional
+    verbalizer: the text the model sees and is scored on instead of the name (e.g. "card arrival" for
+    "card_arrival")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     description: str | None = None
+    verbalizer: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What the model sees and answers: the verbalizer, else the name."""
+        return self.verbalizer or self.name
 
 
 class LabelTask(BaseModel):
@@ -35,6 +43,8 @@ class LabelTask(BaseModel):
     multi_label: bool = False
     #: probability a label needs to be assigned in multi-label mode
     threshold: float = Field(0.5, gt=0, lt=1)
+    #: show and score labels as words: "card_arrival" -> "card arrival" (outputs keep the names)
+    humanize_labels: bool = False
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -47,6 +57,13 @@ class LabelTask(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> "LabelTask":
+        if self.humanize_labels:
+            self.labels = [lab if lab.verbalizer else lab.model_copy(update={"verbalizer": " ".join(
+                lab.name.replace("_", " ").split())}) for lab in self.labels]
+        texts = [lab.text for lab in self.labels]
+        clashes = sorted({t for t in texts if texts.count(t) > 1})
+        if clashes:
+            raise ValueError(f"labels must be shown as distinct texts; shared: {', '.join(clashes)}")
         names = [lab.name for lab in self.labels]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -59,6 +76,11 @@ class LabelTask(BaseModel):
     def names(self) -> list[str]:
         """Label names, in order."""
         return [lab.name for lab in self.labels]
+
+    @property
+    def texts_shown(self) -> list[str]:
+        """What the model sees and is scored on for each label (verbalizers, else names), in order."""
+        return [lab.text for lab in self.labels]
 
     def gold(self, row: dict[str, Any]) -> str | list[str] | None:
         """The gold label of `row` as a label name (class indices are mapped), or None when the row has none.

@@ -144,3 +144,17 @@ def test_gold_labels_are_validated():
     assert TASK.gold({"label": 0}) == "negative"  # class index
     with pytest.raises(DataError, match=r"^unknown gold label in column 'label' 'postive' \(did you mean 'positive'\?\)"):
         TASK.gold({"label": "postive"})
+
+
+def test_humanized_labels_are_shown_and_scored_as_words_but_output_as_names():
+    task = LabelTask(labels=["card_arrival", "lost_or_stolen_card"], humanize_labels=True)
+    assert task.texts_shown == ["card arrival", "lost or stolen card"]
+    labeler = Labeler(FakeBackend(), task, examples=[{"text": "where is it", "label": "card_arrival"}])
+    prompt = labeler._render("my card was stolen", None)
+    assert "- card arrival" in prompt and "Label: card arrival" in prompt and "card_arrival" not in prompt
+    result = labeler.label_texts(["lost or stolen card, lost or stolen card"])[0]
+    assert result.label == "lost_or_stolen_card" and set(result.label_probs) == {"card_arrival", "lost_or_stolen_card"}
+    backend = FakeBackend(responses=["Card arrival."])
+    backend.supports_choices = False
+    generated = Labeler(backend, task, mode="generate").label_texts(["x"])[0]
+    assert generated.label == "card_arrival"
