@@ -114,8 +114,9 @@ def peak_rss(rows: int, tmp: Path) -> float:
     with open(data, "w") as handle:
         for i in range(rows):
             handle.write(json.dumps({"text": f"row {i} " + "some words " * 20, "label": ["a", "b"][i % 2]}) + "\n")
-    code = ("import resource, sys\nfrom llmlabel.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
-            "    pass\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # VmHWM, not ru_maxrss: the latter survives fork+exec and would report this (model-holding) parent's peak.
+    code = ("import re, sys\nfrom llmlabel.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+            "    pass\nprint(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
     proc = subprocess.run([sys.executable, "-c", code, "label", str(data), "--labels", "a,b", "--backend", "fake",
                            "-o", str(tmp / f"out{rows}"), "-q"], capture_output=True, text=True, check=True)
     return int(proc.stdout.strip().splitlines()[-1]) / 1024
@@ -192,7 +193,15 @@ def main() -> None:
     parser.add_argument("--scaling-rows", type=int, default=60, help="rows per point of the scaling lines (0 = skip)")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--device-note", default="", help="e.g. '1x H100' (added to the machine description)")
+    parser.add_argument("--engine-datasets", default="sst2",
+                        help="datasets the vllm/openai paths label (vLLM on CPU is slow for many labels)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        args.device_note = ", ".join(filter(None, [args.device_note, f"{args.threads} torch thread(s)"]))
     paths = args.backends.split(",")
     sizes = {k: int(v) for k, v in (p.split("=") for p in args.rows.split(","))}
     record = {"model": "SmolLM2-135M-Instruct (bf16)", "date": time.strftime("%Y-%m-%d"),
@@ -204,6 +213,8 @@ def main() -> None:
 
     def run_path(path: str, backend) -> None:
         for name, (rows, labels) in data.items():
+            if path in ("vllm", "openai") and name not in args.engine_datasets.split(","):
+                continue
             m = measure(backend, make_task(name, labels), rows, naive=(path == "naive"))
             record["datasets"][name]["paths"][path] = m
             print(f"{name:<10} {path:<12} {m['items_per_second']:7.2f} items/s  acc {m['accuracy']:.3f}  "

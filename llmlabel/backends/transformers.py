@@ -67,13 +67,18 @@ class TransformersBackend(TokenizerMixin, Backend):
 
     # -- batching -------------------------------------------------------------------------------------------------
     def _batches(self, lengths: list[int], extra: list[int] | None = None) -> list[list[int]]:
-        """Indices grouped so each batch's padded size (longest x count) fits the token budget; longest first."""
+        """Indices grouped so each batch's padded size (longest x count) fits the token budget; longest first.
+
+        A batch also closes when the next sequence is under 3/4 of the batch's longest, so padding stays below a
+        quarter of the compute.
+        """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches, current, longest = [], [], 0
         for i in order:
             cost = lengths[i] + (extra[i] if extra else 0)
             new_longest = max(longest, cost)
-            if current and (new_longest * (len(current) + 1) > self.batch_tokens or len(current) >= self.max_batch):
+            if current and (new_longest * (len(current) + 1) > self.batch_tokens or len(current) >= self.max_batch
+                            or cost < 0.75 * longest):
                 batches.append(current)
                 current, new_longest = [], cost
             current.append(i)

@@ -98,6 +98,10 @@ class VLLMBackend(TokenizerMixin, Backend):
             # vLLM wants whole GiB, so round up rather than to 0.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
             options["enforce_eager"] = True  # CUDA graphs do not exist on CPU; skips compile time
+            # The prefix cache works in whole blocks: each scoring request recomputes the prompt's tail past its last
+            # full block. The CPU default (128 tokens) makes that tail ~64 tokens a request; 32 (the smallest size
+            # the CPU attention takes) cuts scoring time several-fold.
+            options["block_size"] = 32
         else:
             options["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = vllm.LLM(**options)
