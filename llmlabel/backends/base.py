@@ -96,6 +96,16 @@ class TokenizerMixin:
                 raise ConfigError(f"candidate '{cand}' encodes to no tokens; labels must be non-empty text")
         return [[ids[c] for c in cands] for cands in candidates]
 
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate's tokens after its prompt: encodes, then `score_ids`."""
+        if len(prompts) != len(candidates):
+            raise ValueError("score() needs one candidate list per prompt")
+        return self.score_ids(self.encode_many(prompts), self.encode_candidates(candidates))
+
+    def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
+        """`score` on token ids; each engine implements it."""
+        raise NotImplementedError
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens `text` takes."""
         return len(self.encode(text))

@@ -123,14 +123,6 @@ class TransformersBackend(TokenizerMixin, Backend):
             logits = torch.tanh(logits / cap) * cap
         return torch.log_softmax(logits, dim=-1)
 
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-        """Sum of log-probabilities of each candidate's tokens after its prompt (see module docstring)."""
-        if len(prompts) != len(candidates):
-            raise ValueError("score() needs one candidate list per prompt")
-        prompt_ids = self.encode_many(prompts)
-        cand_ids = self.encode_candidates(candidates)
-        return self.score_ids(prompt_ids, cand_ids)
-
     def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
         """`score` on token ids.
 

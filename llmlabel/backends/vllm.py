@@ -130,12 +130,6 @@ class VLLMBackend(TokenizerMixin, Backend):
             )
 
     # -- scoring --------------------------------------------------------------------------------------------------
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-        """Sum of log-probabilities of each candidate's tokens after its prompt (see module docstring)."""
-        if len(prompts) != len(candidates):
-            raise ValueError("score() needs one candidate list per prompt")
-        return self.score_ids(self.encode_many(prompts), self.encode_candidates(candidates))
-
     def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
         """`score` on token ids: one request per candidate-trie row, all in a single engine call.
 
