@@ -393,21 +393,16 @@ class OpenAIBackend(TokenizerMixin, Backend):
     def _score_ids_token_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]
                              ) -> list[list[float]]:
         """Trie scoring: per prompt, the trie rows packed into completions requests of at most 128 asked ids."""
-        from llmlabel.backends.trie import CandidateTrie
+        from llmlabel.backends.trie import tries_for
 
-        plans: dict[tuple[tuple[int, ...], ...], tuple[CandidateTrie, list[_Pack]]] = {}
-        tries: dict[int, CandidateTrie] = {}  # prompt index -> its trie
+        tries = tries_for(cand_ids)
+        packs: dict[int, list[_Pack]] = {}  # id(trie) -> its requests, planned once per distinct candidate set
         jobs, owners = [], []
-        for i, (prompt, cands) in enumerate(zip(prompt_ids, cand_ids)):
-            if not cands:
-                continue
-            key = tuple(tuple(t) for t in cands)
-            if key not in plans:
-                trie = CandidateTrie([list(t) for t in cands])
-                plans[key] = (trie, _packs(trie, MAX_LOGPROB_TOKEN_IDS))
-            tries[i] = plans[key][0]
-            for pack in plans[key][1]:
-                jobs.append(self._token_id_job(prompt, pack))
+        for i, trie in tries.items():
+            if id(trie) not in packs:
+                packs[id(trie)] = _packs(trie, MAX_LOGPROB_TOKEN_IDS)
+            for pack in packs[id(trie)]:
+                jobs.append(self._token_id_job(prompt_ids[i], pack))
                 owners.append(i)
         answers = self._run(lambda: self._gather(jobs, "scoring")) if jobs else []
         rows = {i: [{} for _ in range(len(trie) + 1)] for i, trie in tries.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlabel.backends.base import Backend, TokenizerMixin
-from llmlabel.backends.trie import CandidateTrie, common_prefix_length
+from llmlabel.backends.trie import CandidateTrie, common_prefix_length, tries_for
 from llmlabel.errors import ConfigError
 from llmlabel.models import resolve_model
 
@@ -133,12 +133,13 @@ class TransformersBackend(TokenizerMixin, Backend):
         import torch
 
         results: list[list[float]] = [[0.0] * len(c) for c in cand_ids]
-        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-        for i, cands in enumerate(cand_ids):
-            groups.setdefault(tuple(tuple(c) for c in cands), []).append(i)
+        tries = tries_for(cand_ids)
+        groups: dict[int, list[int]] = {}  # id(trie) -> prompts sharing that candidate set
+        for i, trie in tries.items():
+            groups.setdefault(id(trie), []).append(i)
         with torch.inference_mode():
-            for key, members in groups.items():
-                trie = CandidateTrie([list(c) for c in key])
+            for members in groups.values():
+                trie = tries[members[0]]
                 prefix_len = common_prefix_length([prompt_ids[i] for i in members])
                 prefix = self._prefix_cache(prompt_ids[members[0]][:prefix_len])
                 suffixes = [prompt_ids[i][prefix_len:] for i in members]

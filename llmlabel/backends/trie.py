@@ -112,6 +112,21 @@ class CandidateTrie:
         return matrix
 
 
+def tries_for(cand_ids: list[list[list[int]]]) -> dict[int, CandidateTrie]:
+    """Prompt index -> the trie of its candidates. Prompts with the same candidate set share one trie object
+    (group them by `id(trie)`); prompts without candidates are left out."""
+    built: dict[tuple[tuple[int, ...], ...], CandidateTrie] = {}
+    out: dict[int, CandidateTrie] = {}
+    for i, cands in enumerate(cand_ids):
+        if not cands:
+            continue
+        key = tuple(tuple(t) for t in cands)
+        if key not in built:
+            built[key] = CandidateTrie([list(t) for t in cands])
+        out[i] = built[key]
+    return out
+
+
 def common_prefix_length(sequences: list[list[int]]) -> int:
     """Length of the longest common prefix, leaving at least one token in every sequence."""
     if not sequences:

@@ -150,28 +150,23 @@ class VLLMBackend(TokenizerMixin, Backend):
         from vllm import SamplingParams
         from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
-        from llmlabel.backends.trie import CandidateTrie, chunked
+        from llmlabel.backends.trie import chunked, tries_for
 
-        # One trie, and one SamplingParams per (trie row, chunk of at most 128 asked ids), per distinct candidate set.
-        plans: dict[tuple[tuple[int, ...], ...], tuple[CandidateTrie, list[tuple[int, list[int], Any]]]] = {}
-        tries: dict[int, CandidateTrie] = {}  # prompt index -> its trie
+        # One SamplingParams per (trie row, chunk of at most 128 asked ids), planned once per distinct candidate set.
+        tries = tries_for(cand_ids)
+        plans: dict[int, list[tuple[int, list[int], Any]]] = {}  # id(trie) -> (row, path, params)
         requests: list[dict[str, list[int]]] = []
         params: list[Any] = []
         where: list[tuple[int, int, list[int]]] = []  # (prompt index, trie row, asked token ids)
-        for i, (prompt, cands) in enumerate(zip(prompt_ids, cand_ids)):
-            if not cands:
-                continue
-            key = tuple(tuple(t) for t in cands)
-            if key not in plans:
-                trie = CandidateTrie([list(t) for t in cands])
-                plans[key] = (trie, [
+        for i, trie in tries.items():
+            if id(trie) not in plans:
+                plans[id(trie)] = [
                     (row, path, SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk,
                                                detokenize=False))
                     for row, (path, children) in enumerate(trie.requests())
-                    for chunk in chunked(children, MAX_LOGPROB_TOKEN_IDS)])
-            tries[i] = plans[key][0]
-            for row, path, sp in plans[key][1]:
-                requests.append({"prompt_token_ids": list(prompt) + path})
+                    for chunk in chunked(children, MAX_LOGPROB_TOKEN_IDS)]
+            for row, path, sp in plans[id(trie)]:
+                requests.append({"prompt_token_ids": list(prompt_ids[i]) + path})
                 params.append(sp)
                 where.append((i, row, sp.logprob_token_ids))
         results: list[list[float]] = [[] for _ in cand_ids]

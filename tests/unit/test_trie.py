@@ -60,3 +60,12 @@ def test_chunked_splits_asked_ids():
     assert chunked([], 3) == []
     with pytest.raises(ValueError):
         chunked([1], 0)
+
+
+def test_tries_for_shares_one_trie_per_candidate_set():
+    from llmlabel.backends.trie import tries_for
+
+    tries = tries_for([[[1], [2, 3]], [], [[1], [2, 3]], [[4]]])
+    assert sorted(tries) == [0, 2, 3]  # the prompt without candidates is left out
+    assert tries[0] is tries[2] and tries[3] is not tries[0]
+    assert tries[3].targets == [4]
