@@ -1,0 +1,1 @@
+"""Training students from LLM labels: distillation, weak-to-strong, symbol tuning."""
