@@ -47,12 +47,16 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run a recipe: label its data, write predictions and a report, and print accuracy when gold exists."""
-    from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel.config import Recipe, load_recipe
     from llmlabel.recipes_index import find_recipe
 
-    summary = run_recipe(load_recipe(find_recipe(str(recipe)), overrides=set_), progress=not quiet)
-    _print_summary(summary)
+    loaded = load_recipe(find_recipe(str(recipe)), overrides=set_)
+    summary = loaded.run(progress=not quiet)
+    if isinstance(loaded, Recipe):
+        _print_summary(summary)
+    else:
+        for line in loaded.summary_lines(summary):
+            typer.echo(line)
 
 
 @app.command()

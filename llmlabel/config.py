@@ -77,11 +77,26 @@ class OutputConfig(_Strict):
         return Path(os.path.expanduser(self.dir)) / name
 
 
-class Recipe(_Strict):
-    """A labeling recipe: model + data + task + labeling + output, and whether to evaluate against gold."""
+class RecipeBase(_Strict):
+    """What every recipe kind shares. A new kind subclasses this, implements `run`, and adds one line to
+    `llmlabel.registry.recipe_kinds`; `load_recipe` picks the class from the recipe's `kind`."""
 
     name: str = "recipe"
     description: str = ""
+    kind: str
+
+    def run(self, progress: bool = True) -> dict[str, Any]:
+        """Run the recipe and return a JSON-able summary; a `report` key, if present, names the report file."""
+        raise NotImplementedError(f"recipe kind '{self.kind}' does not implement run()")
+
+    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
+        """Lines the CLI prints after a run (default: the report path)."""
+        return [f"report: {summary['report']}"] if "report" in summary else []
+
+
+class Recipe(RecipeBase):
+    """A labeling recipe: model + data + task + labeling + output, and whether to evaluate against gold."""
+
     kind: Literal["label"] = "label"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
@@ -89,6 +104,12 @@ class Recipe(_Strict):
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     evaluate: bool = True
+
+    def run(self, progress: bool = True) -> dict[str, Any]:
+        """Label the data (see `llmlabel.pipeline.run_recipe`)."""
+        from llmlabel.pipeline import run_recipe
+
+        return run_recipe(self, progress=progress)
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -153,8 +174,11 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
-                data: dict[str, Any] | None = None, source: str | None = None) -> Recipe:
-    """Load and validate a recipe from a YAML file (or a dict), applying `--set` style overrides."""
+                data: dict[str, Any] | None = None, source: str | None = None) -> RecipeBase:
+    """Load and validate a recipe from a YAML file (or a dict), applying `--set` style overrides.
+
+    The recipe's `kind` (default 'label') picks its pydantic class from `llmlabel.registry.recipe_kinds`.
+    """
     source = source or (str(path) if path is not None else "recipe")
     if data is None:
         file = Path(path) if path is not None else None
@@ -171,7 +195,15 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     data = dict(data)
     for key, value in parse_overrides(overrides or []):
         _set_path(data, key, value)
+    from llmlabel.registry import recipe_kinds
+
+    kind = data.get("kind", "label")
+    if str(kind) not in recipe_kinds:
+        from llmlabel.errors import unknown
+
+        raise ConfigError(f"{source}: " + unknown("recipe kind", str(kind), recipe_kinds.names()))
+    recipe_class = recipe_kinds.get(str(kind))
     try:
-        return Recipe.model_validate(data)
+        return recipe_class.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, Recipe, source)) from None
+        raise ConfigError(format_validation_error(exc, recipe_class, source)) from None

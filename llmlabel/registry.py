@@ -57,3 +57,7 @@ backends.add("fake", "llmlabel.backends.fake:FakeBackend")
 backends.add("transformers", "llmlabel.backends.transformers:TransformersBackend")
 backends.add("vllm", "llmlabel.backends.vllm:VLLMBackend")
 backends.add("openai", "llmlabel.backends.openai:OpenAIBackend")
+
+#: Recipe kinds: `kind:` in a recipe -> its pydantic class (a `llmlabel.config.RecipeBase` subclass with `run`).
+recipe_kinds = Registry("recipe kind")
+recipe_kinds.add("label", "llmlabel.config:Recipe")

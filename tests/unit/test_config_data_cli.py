@@ -162,3 +162,9 @@ def test_import_is_light():
     code = "import sys, llmlabel; llmlabel.LabelTask; print(sorted(m for m in ('torch', 'vllm', 'transformers', 'datasets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_unknown_recipe_kind_is_one_line_with_suggestion():
+    with pytest.raises(ConfigError) as err:
+        load_recipe(data={"kind": "lable", "data": {"path": "x"}}, source="r.yaml")
+    assert str(err.value) == "r.yaml: unknown recipe kind 'lable' (did you mean 'label'?); valid: label"
