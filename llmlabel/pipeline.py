@@ -11,7 +11,7 @@ from typing import Any
 
 from llmlabel.config import Recipe
 from llmlabel.data import Dataset, load_labels_file, write_rows
-from llmlabel.errors import ConfigError, DataError
+from llmlabel.errors import ConfigError, DataError, unknown
 from llmlabel.task import LabelTask
 
 log = logging.getLogger("llmlabel")
@@ -47,6 +47,34 @@ def check_data(task: LabelTask, dataset: Dataset) -> bool:
         for row in dataset:
             task.gold(row)
     return has_gold
+
+
+def build_selector(selection: Any, recipe: Recipe, task: LabelTask, scorer: Any = None) -> Any:
+    """Read the exemplar pool, map its gold labels to task labels, and fit the configured selector.
+
+    `scorer` is a Labeler whose `demo_scores` rates demonstrations, for selectors that learn from the LM (EPR).
+    """
+    import random
+
+    from llmlabel.selection.base import make_selector, pool_from_rows
+
+    if task.multi_label:
+        raise ConfigError("labeling.selection supports single-label tasks only (task.multi_label is true)")
+    cfg = selection.pool
+    pool_data = Dataset(cfg.path, split=cfg.split, limit=cfg.limit)
+    text_field = cfg.text_field or recipe.data.text_field
+    pair_field = cfg.text_pair_field or recipe.data.text_pair_field
+    columns = pool_data.columns
+    for field_name in (text_field, cfg.label_field, pair_field):
+        if field_name and columns and field_name not in columns:
+            raise DataError(unknown(f"column in exemplar pool {cfg.path}", field_name, columns))
+    pool_task = task.model_copy(update={"label_field": cfg.label_field})
+    rows = list(pool_data)
+    if cfg.sample is not None and cfg.sample < len(rows):
+        rows = random.Random(selection.seed).sample(rows, cfg.sample)
+    pool = pool_from_rows(rows, text_field, cfg.label_field, pair_field, label_of=pool_task.gold)
+    selector = make_selector(selection.method, seed=selection.seed, **selection.options)
+    return selector.fit(pool, scorer=scorer.demo_scores if scorer is not None else None)
 
 
 def write_json(data: Any, path: Path) -> None:
@@ -90,10 +118,16 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
             yield labeler.merge(row, result)
 
     try:
-        labeler = Labeler(backend, task, mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
-                          calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
-                          prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
-                          max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
+        options = dict(mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
+                       calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
+                       prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
+                       max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
+        selection = recipe.labeling.selection
+        if selection is not None:
+            selector = build_selector(selection, recipe, task, Labeler(backend, task, cache=cache))
+            options.update(selector=selector, k=selection.k, ordering=selection.ordering,
+                           restrict_labels=selection.restrict_labels, seed=selection.seed)
+        labeler = Labeler(backend, task, **options)
         total = len(dataset)
         predictions = write_rows(labeled_rows(), recipe.output.path(recipe.output.predictions))
     finally:
