@@ -326,7 +326,7 @@ class Labeler:
         items = []
         for examples in contexts:
             context = CalibrationContext(examples=examples, domain_texts=self._domain_texts(), has_pair=has_pair,
-                                         seed=self.seed)
+                                         seed=self.seed, contexts=len(contexts))
             items += [_Item(t, p, examples, None, False) for t, p in self.calibrator.probes(context)]
         raws = self._raw(items)
         if any(isinstance(r, BackendError) for r in raws):
@@ -377,21 +377,23 @@ class Labeler:
         best = max(range(len(names)), key=probs.__getitem__)
         return LabelResult(names[best], dict(zip(names, probs)), probs[best], truncated=truncated)
 
-    def demo_scores(self, query: Any, demo_sets: list[list[Any]]) -> list[float]:
-        """How much each demonstration list helps: log P(query's gold label | demonstrations, query), normalized over
-        the labels (for up to 10 labels) or the raw label log-likelihood (more labels, to keep it cheap). Used to
-        train learned retrievers (EPR); `query` and the demonstrations are `llmlabel.selection.Example`s."""
-        gold = self._index[query.label]
-        cands = None if len(self.task.labels) <= 10 else (gold,)
-        items = [_Item(query.text, query.text_pair, tuple(ex.as_dict() for ex in demos), cands, False)
-                 for demos in demo_sets]
-        items = [_Item(*self._fit(it.text, it.text_pair, it.examples, cands)[:2], it.examples, cands, False)
-                 for it in items]
+    def demo_scores(self, pairs: list[tuple[Any, list[Any]]]) -> list[float]:
+        """How much demonstrations help: for each (query, demonstrations) pair of `llmlabel.selection.Example`s,
+        log P(query's gold label | demonstrations, query), normalized over the labels (up to 10 labels) or the raw
+        label log-likelihood (more labels, to keep it cheap). Used to train learned retrievers (EPR)."""
+        items, golds = [], []
+        for query, demos in pairs:
+            gold = self._index[query.label]
+            cands = None if len(self.task.labels) <= 10 else (gold,)
+            examples = tuple(ex.as_dict() for ex in demos)
+            text, pair, cut = self._fit(query.text, query.text_pair, examples, cands)
+            items.append(_Item(text, pair, examples, cands, cut))
+            golds.append(gold)
         out = []
-        for raw in self._raw(items):
+        for raw, gold, item in zip(self._raw(items), golds, items):
             if isinstance(raw, BackendError):
                 out.append(float("-inf"))
-            elif cands is None:
+            elif item.cands is None:
                 out.append(math.log(max(self._uncalibrated(raw["scores"])[gold], 1e-300)))
             else:
                 out.append(float(raw["scores"][gold]))

@@ -64,7 +64,7 @@ def build_selector(selection: Any, recipe: Recipe, task: LabelTask, scorer: Any 
     pool_data = Dataset(cfg.path, split=cfg.split, limit=cfg.limit)
     text_field = cfg.text_field or recipe.data.text_field
     pair_field = cfg.text_pair_field or recipe.data.text_pair_field
-    columns = pool_data.columns
+    columns = pool_data.columns()
     for field_name in (text_field, cfg.label_field, pair_field):
         if field_name and columns and field_name not in columns:
             raise DataError(unknown(f"column in exemplar pool {cfg.path}", field_name, columns))

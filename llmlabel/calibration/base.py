@@ -23,6 +23,8 @@ class CalibrationContext:
     domain_texts: Sequence[str]
     has_pair: bool = False
     seed: int = 0
+    #: how many contexts the prior is averaged over (probe budgets are split across them)
+    contexts: int = 1
 
 
 class Calibrator:

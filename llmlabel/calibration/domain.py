@@ -12,7 +12,7 @@ class DomainCalibrator(Calibrator):
     """Prior = mean label distribution of `samples` random in-domain word bags, each as long as an average text.
 
     Args:
-        samples: how many word bags (the paper uses 20).
+        samples: how many word bags in all (the paper uses 20), split across the contexts the prior averages.
     """
 
     name = "domain"
@@ -28,7 +28,7 @@ class DomainCalibrator(Calibrator):
         length = max(1, round(len(words) / len(texts)))
         rng = np.random.default_rng(context.seed)
         probes = []
-        for _ in range(self.samples):
+        for _ in range(max(1, self.samples // max(context.contexts, 1))):
             bag = " ".join(words[i] for i in rng.integers(0, len(words), size=length))
             pair = " ".join(words[i] for i in rng.integers(0, len(words), size=length)) if context.has_pair else None
             probes.append((bag, pair))

@@ -31,9 +31,9 @@ class Example:
         return {"text": self.text, "text_pair": self.text_pair, "label": self.label}
 
 
-#: Scores demonstrations with the LM, for selectors that learn from it (EPR): given a query example and candidate
-#: demonstration lists, return log P(query's gold label | demonstrations, query) for each list.
-DemoScorer = Callable[[Example, list[list[Example]]], list[float]]
+#: Scores demonstrations with the LM, for selectors that learn from it (EPR): given (query example, demonstration
+#: list) pairs, return log P(query's gold label | demonstrations, query) for each pair (one batched call).
+DemoScorer = Callable[[list[tuple[Example, list[Example]]]], list[float]]
 
 
 @dataclass

@@ -50,13 +50,12 @@ class EPRSelector(KNNSelector):
         sims = self.vectors[queries] @ self.vectors.T
         sims[np.arange(len(queries)), queries] = -np.inf  # a query is not its own demonstration
         m = min(self.candidates, n - 1)
+        cands = [np.argsort(-row, kind="stable")[:m] for row in sims]
+        # One batched call: the backend packs all one-shot prompts into full batches.
+        flat = scorer([(self.pool[qi], [self.pool[c]]) for qi, cand in zip(queries, cands) for c in cand])
         triples = []  # (query, positive, negatives)
-        from tqdm.auto import tqdm
-
-        for qi, row in tqdm(list(zip(queries, sims)), desc="epr: scoring demonstrations", leave=False,
-                            disable=len(queries) < 50):
-            cand = np.argsort(-row, kind="stable")[:m]
-            scores = np.asarray(scorer(self.pool[qi], [[self.pool[c]] for c in cand]), dtype=np.float64)
+        for i, (qi, cand) in enumerate(zip(queries, cands)):
+            scores = np.asarray(flat[i * m:(i + 1) * m], dtype=np.float64)
             order = np.argsort(-scores, kind="stable")
             if scores[order[0]] - scores[order[-1]] < 1e-6:
                 continue  # the LM cannot tell the candidates apart: no signal

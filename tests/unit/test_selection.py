@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmlabel.backends.fake import FakeBackend
-from llmlabel.errors import ConfigError
+from llmlabel.errors import ConfigError, DataError
 from llmlabel.labeler import Labeler
 from llmlabel.selection.base import Example, make_selector
 from llmlabel.selection.ordering import order_examples, search_order
@@ -151,3 +151,36 @@ def test_unknown_calibration_is_one_line():
         Labeler(FakeBackend(), TASK, calibration="contextal")
     with pytest.raises(ConfigError, match="^calibration 'domain' needs mode 'score'$"):
         Labeler(FakeBackend(), TASK, mode="generate", calibration="domain")
+
+
+def _write(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_recipe_with_selection_runs_and_validates(tmp_path):
+    from llmlabel.config import load_recipe
+
+    pool = _write(tmp_path / "pool.jsonl", [{"text": e.text, "label": e.label} for e in POOL])
+    data = _write(tmp_path / "test.jsonl", [{"text": "dull slow story", "label": "negative"},
+                                            {"text": "great fun film", "label": "positive"}])
+    recipe = {"name": "t", "model": {"backend": "fake"}, "data": {"path": str(data)},
+              "task": {"labels": ["negative", "positive"]}, "output": {"dir": str(tmp_path / "out")},
+              "labeling": {"calibration": "batch", "selection": {
+                  "method": "knn", "k": 2, "pool": {"path": str(pool), "sample": 6},
+                  "options": {"embedder": "hashing"}}}}
+    summary = load_recipe(data=recipe).run(progress=False)
+    assert summary["rows"] == 2 and summary["metrics"]["n"] == 2
+    bad = {**recipe, "labeling": {"calibration": "contextal", "selection": {"method": "kn", "pool": {"path": "x"}}}}
+    with pytest.raises(ConfigError) as err:
+        load_recipe(data=bad, source="r.yaml")
+    assert str(err.value) == (
+        "r.yaml: 'labeling.calibration': unknown calibration 'contextal' (did you mean 'contextual'?); valid: batch, "
+        "contextual, domain, incontext, none; 'labeling.selection.method': unknown selector 'kn' (did you mean "
+        "'knn'?); valid: balanced, bm25, epr, knn, mmr, random, votek")
+    wrong = {**recipe, "labeling": {"selection": {"pool": {"path": str(pool), "label_field": "lable"}}}}
+    with pytest.raises(DataError, match=r"^unknown column in exemplar pool .*pool.jsonl 'lable' \(did you mean "
+                                        r"'label'\?\); valid: label, text$"):
+        load_recipe(data=wrong).run(progress=False)
