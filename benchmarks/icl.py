@@ -72,8 +72,18 @@ def summarize(gold: list[str], out: list[dict], names: list[str]) -> dict:
     return {"accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4)}
 
 
+def _threads_for_load() -> None:
+    """On a shared machine, one torch thread per process wastes less CPU than threads waiting on descheduled
+    siblings; use every core only when the machine is otherwise idle. (Accuracy does not depend on it.)"""
+    import torch
+
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
+    torch.set_num_threads(1 if busy else os.cpu_count() or 1)
+
+
 def run_config(backend, task, items, gold, cache, selector, k, seed, restrict, record_base) -> list[dict]:
     """One LLM pass (selector, k, seed); every calibration evaluated on its raw scores. Returns result records."""
+    _threads_for_load()
     records = []
     for calibration in CALIBRATIONS:
         labeler = Labeler(backend, task, cache=cache, chunk_size=64, calibration=calibration, selector=selector,

@@ -78,3 +78,14 @@ calibrators.add("contextual", "llmlabel.calibration.contextual:ContextualCalibra
 calibrators.add("domain", "llmlabel.calibration.domain:DomainCalibrator")
 calibrators.add("incontext", "llmlabel.calibration.incontext:InContextCalibrator")
 calibrators.add("batch", "llmlabel.calibration.batch:BatchCalibrator")
+
+#: Lightweight text classifiers (`llmlabel.classifiers.base.TextClassifier`): baselines, retrieval priors, students.
+classifiers = Registry("classifier")
+classifiers.add("knn_vote", "llmlabel.classifiers.knn_vote:KNNVoteClassifier")
+classifiers.add("logreg_embeddings", "llmlabel.classifiers.logreg_embeddings:LogRegEmbeddingsClassifier")
+classifiers.add("logreg_tfidf", "llmlabel.classifiers.logreg_tfidf:LogRegTfidfClassifier")
+
+#: Labeling methods that use labeled data beyond the prompt (`llmlabel.methods.base.LabelingMethod`).
+methods = Registry("method")
+methods.add("knn_prompting", "llmlabel.methods.knn_prompting:KNNPrompting")
+methods.add("fusion", "llmlabel.methods.fusion:Fusion")
