@@ -87,6 +87,27 @@ class SelectionConfig(_Strict):
         return value
 
 
+class MethodConfig(_Strict):
+    """A labeling method that uses a labeled pool beyond the prompt: knn_prompting or fusion (see llmlabel/methods)."""
+
+    name: str
+    pool: PoolConfig
+    #: held-out pool rows that choose the method's settings (fusion weight, kNN k); at most a fifth of the pool
+    dev_size: int = Field(200, ge=0)
+    seed: int = 0
+    #: method options, e.g. {classifier: logreg_embeddings} for fusion, {k: 9} for knn_prompting
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from llmlabel.registry import methods
+
+        if value not in methods:
+            raise ValueError(unknown("method", value, methods.names()))
+        return value
+
+
 class LabelingConfig(_Strict):
     """How labels are produced."""
 
@@ -96,6 +117,8 @@ class LabelingConfig(_Strict):
     calibration: str = "none"
     #: demonstrations chosen per row from a labeled pool (instead of fixed `examples`)
     selection: SelectionConfig | None = None
+    #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion with a retrieval classifier)
+    method: MethodConfig | None = None
     prompt: str | None = None
     #: fixed few-shot demonstrations: [{text: ..., label: ...}, ...]
     examples: list[dict[str, Any]] = Field(default_factory=list)

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from llmlabel.errors import ConfigError
-from llmlabel.labeler import Labeler, LabelResult
+from llmlabel.labeler import Labeler, LabelResult, LabelStats
 from llmlabel.selection.base import Example
 
 
@@ -28,6 +28,7 @@ class LabelingMethod(ABC):
         self.seed = seed
         self.fitted = False
         self.report: dict[str, Any] = {}
+        self.stats = LabelStats()
 
     def fit(self, pool: Sequence[Example], dev: Sequence[Example] | None = None) -> "LabelingMethod":
         """Fit on the labeled pool; `dev` (held out) chooses settings where the method has any. Returns self."""
@@ -52,6 +53,47 @@ class LabelingMethod(ABC):
             best = int(np.argmax(row))
             out.append(LabelResult(names[best], dict(zip(names, row.tolist())), float(row[best])))
         return out
+
+    def iter_label(self, rows: Iterable[dict[str, Any]], total: int | None = None, chunk_size: int = 256
+                   ) -> Iterator[tuple[dict[str, Any], LabelResult]]:
+        """Yield (row, result) in input order, a chunk at a time (streaming); empty texts become 'skipped' rows."""
+        import time
+
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        bar = tqdm(total=total, disable=not self.labeler.progress, unit="row", desc=f"labeling ({self.name})")
+        chunk: list[dict[str, Any]] = []
+
+        def flush() -> Iterator[tuple[dict[str, Any], LabelResult]]:
+            texts = [self.task.texts(r) for r in chunk]
+            keep = [i for i, (t, _) in enumerate(texts) if t is not None and str(t).strip()]
+            results = self.label_texts([str(texts[i][0]) for i in keep],
+                                       [None if texts[i][1] is None else str(texts[i][1]) for i in keep])
+            by_index = dict(zip(keep, results))
+            for i, row in enumerate(chunk):
+                result = by_index.get(i) or LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped",
+                                                        "empty text")
+                self.stats.rows += 1
+                self.stats.statuses[result.status] += 1
+                yield row, result
+            bar.update(len(chunk))
+
+        try:
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) >= chunk_size:
+                    yield from flush()
+                    chunk = []
+            if chunk:
+                yield from flush()
+        finally:
+            bar.close()
+            self.stats.seconds += time.perf_counter() - start
+
+    def merge(self, row: dict[str, Any], result: LabelResult) -> dict[str, Any]:
+        """`row` plus the result's columns (see `Labeler.merge`)."""
+        return self.labeler.merge(row, result)
 
     def label(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Label dataset rows; returns rows merged with the output columns (as `Labeler.label`)."""
@@ -85,3 +127,18 @@ def split_dev(pool: Sequence[Example], dev_size: int, seed: int = 0) -> tuple[li
     order = rng.permutation(len(pool))
     n_dev = min(dev_size, len(pool) // 5)
     return [pool[i] for i in order[n_dev:]], [pool[i] for i in order[:n_dev]]
+
+
+def make_method(name: str, labeler: Labeler, seed: int = 0, **options: Any) -> LabelingMethod:
+    """A labeling method by registry name; unknown names and options give a one-line error."""
+    import inspect
+
+    from llmlabel.errors import unknown
+    from llmlabel.registry import methods
+
+    cls = methods.get(name)
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "labeler", "seed")]
+    for option in options:
+        if option not in valid:
+            raise ConfigError(unknown(f"option for method '{name}'", option, valid or ["(none)"]))
+    return cls(labeler, seed=seed, **options)

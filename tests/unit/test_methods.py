@@ -77,3 +77,24 @@ def test_knn_prompting_needs_a_full_distribution_backend():
 
     with pytest.raises(NotImplementedError, match="does not return full next-token distributions"):
         KNNPrompting(Labeler(NoDist(), TASK)).fit(make_pool(6))
+
+
+def test_recipe_with_a_method_runs(tmp_path):
+    import json
+
+    from llmlabel.config import load_recipe
+
+    def write(path, examples):
+        path.write_text("".join(json.dumps({"text": e.text, "label": e.label}) + "\n" for e in examples))
+        return str(path)
+
+    recipe = {"name": "t", "model": {"backend": "fake"}, "data": {"path": write(tmp_path / "t.jsonl", make_pool(20, 1))},
+              "task": {"labels": TASK.names}, "output": {"dir": str(tmp_path / "out")},
+              "labeling": {"method": {"name": "fusion", "pool": {"path": write(tmp_path / "p.jsonl", make_pool(60))},
+                                      "dev_size": 12, "options": {"classifier": "logreg_tfidf"}}}}
+    summary = load_recipe(data=recipe).run(progress=False)
+    assert summary["rows"] == 20 and summary["metrics"]["accuracy"] >= 0.8
+    assert summary["mode"] == "fusion over score" and 0 <= summary["method"]["weight"] <= 1
+    json.dumps(summary)
+    with pytest.raises(ConfigError, match=r"'labeling.method.name': unknown method 'fusoin' \(did you mean 'fusion'"):
+        load_recipe(data={**recipe, "labeling": {"method": {"name": "fusoin", "pool": {"path": "x"}}}})
