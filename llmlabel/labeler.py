@@ -494,23 +494,39 @@ class Labeler:
                 prior = self._prior_for(item, todo)
             results.append(self._result(raw, item.truncated, prior))
         if self.calibrator is not None and self.calibrator.from_batch:
-            results = self._batch_calibrate(results)
+            results = self._batch_calibrate(results, todo)
         for row, result in zip(chunk, results):
             self.stats.rows += 1
             self.stats.truncated += int(result.truncated)
             self.stats.statuses[result.status] += 1
             yield row, result
 
-    def _batch_calibrate(self, results: list[LabelResult]) -> list[LabelResult]:
-        """Batch calibration: divide out the mean distribution of this chunk's scored rows."""
+    #: Batch calibration needs this many scored rows before a batch mean is a usable prior.
+    MIN_BATCH = 16
+
+    def _batch_calibrate(self, results: list[LabelResult], items: list[_Item]) -> list[LabelResult]:
+        """Batch calibration: divide out the mean distribution of every row scored so far (this chunk included).
+        Until `MIN_BATCH` rows have been seen (e.g. labeling a handful of texts), the content-free prior of
+        contextual calibration stands in, so a single row is not calibrated against itself."""
         from llmlabel.calibration.base import Calibrator
+        from llmlabel.calibration.contextual import ContextualCalibrator
 
         names = self.task.names
         scored = [r for r in results if r.status == "ok"]
         if not scored:
             return results
         probs = np.asarray([[r.label_probs[n] for n in names] for r in scored])
-        calibrated = Calibrator.apply(probs, probs.mean(axis=0))
+        self._batch_sum = getattr(self, "_batch_sum", 0.0) + probs.sum(axis=0)
+        self._batch_count = getattr(self, "_batch_count", 0) + len(probs)
+        if self._batch_count >= self.MIN_BATCH:
+            prior = self._batch_sum / self._batch_count
+        else:
+            saved, self.calibrator = self.calibrator, ContextualCalibrator()
+            try:
+                prior = np.asarray(self._prior([items[0].examples] if items else [tuple(self.examples)]))
+            finally:
+                self.calibrator = saved
+        calibrated = Calibrator.apply(probs, prior)
         for r, row in zip(scored, calibrated):
             best = int(np.argmax(row))
             r.label, r.confidence = names[best], float(row[best])

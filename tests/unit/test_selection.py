@@ -139,7 +139,7 @@ def test_every_calibrator_gives_distributions(calibration):
 
 def test_batch_calibration_removes_a_skewed_prior():
     # Every text mentions "positive", so raw predictions all say positive; the batch mean divides that out.
-    texts = ["positive positive bad", "positive good good", "positive positive positive", "positive fine"]
+    texts = ["positive positive bad", "positive good good", "positive positive positive", "positive fine"] * 4
     raw = [r.label for r in Labeler(FakeBackend(), TASK).label_texts(texts)]
     calibrated = [r.label for r in Labeler(FakeBackend(), TASK, calibration="batch").label_texts(texts)]
     assert set(raw) == {"positive"} and set(calibrated) == {"negative", "positive"}
@@ -184,3 +184,9 @@ def test_recipe_with_selection_runs_and_validates(tmp_path):
     with pytest.raises(DataError, match=r"^unknown column in exemplar pool .*pool.jsonl 'lable' \(did you mean "
                                         r"'label'\?\); valid: label, text$"):
         load_recipe(data=wrong).run(progress=False)
+
+
+def test_batch_calibration_of_a_few_rows_falls_back_to_the_content_free_prior():
+    one = Labeler(FakeBackend(), TASK, calibration="batch").label_texts(["negative negative"])[0]
+    contextual = Labeler(FakeBackend(), TASK, calibration="contextual").label_texts(["negative negative"])[0]
+    assert one.label == "negative" and one.label_probs == pytest.approx(contextual.label_probs)
