@@ -62,6 +62,9 @@ class PoolConfig(_Strict):
     text_field: str | None = None
     text_pair_field: str | None = None
     label_field: str = "label"
+    #: self-generated ICL: a pool labeled by the LLM itself (a predictions file of an earlier run, label_field
+    #: 'label') keeps only rows whose `confidence` column is at least this
+    min_confidence: float | None = Field(None, ge=0, le=1)
 
 
 class SelectionConfig(_Strict):

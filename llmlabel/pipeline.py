@@ -66,6 +66,13 @@ def read_pool(cfg: Any, recipe: Recipe, task: LabelTask, seed: int = 0) -> list[
             raise DataError(unknown(f"column in exemplar pool {cfg.path}", field_name, columns))
     pool_task = task.model_copy(update={"label_field": cfg.label_field})
     rows = list(pool_data)
+    if cfg.min_confidence is not None:
+        if columns and "confidence" not in columns:
+            raise DataError(f"pool.min_confidence needs a 'confidence' column (a predictions file of an llmlabel run); "
+                            f"{cfg.path} has: {', '.join(columns)}")
+        rows = [r for r in rows if r.get("status", "ok") == "ok" and (r.get("confidence") or 0) >= cfg.min_confidence]
+        if not rows:
+            raise DataError(f"no pool row of {cfg.path} has confidence >= {cfg.min_confidence}")
     if cfg.sample is not None and cfg.sample < len(rows):
         rows = random.Random(seed).sample(rows, cfg.sample)
     return pool_from_rows(rows, text_field, cfg.label_field, pair_field, label_of=pool_task.gold)

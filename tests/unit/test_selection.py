@@ -190,3 +190,22 @@ def test_batch_calibration_of_a_few_rows_falls_back_to_the_content_free_prior():
     one = Labeler(FakeBackend(), TASK, calibration="batch").label_texts(["negative negative"])[0]
     contextual = Labeler(FakeBackend(), TASK, calibration="contextual").label_texts(["negative negative"])[0]
     assert one.label == "negative" and one.label_probs == pytest.approx(contextual.label_probs)
+
+
+def test_self_generated_pool_from_an_earlier_run(tmp_path):
+    """Self-generated ICL: label unlabeled texts, then use the confident predictions as the exemplar pool."""
+    from llmlabel.config import load_recipe
+
+    unlabeled = _write(tmp_path / "u.jsonl", [{"text": e.text} for e in POOL])
+    first = {"name": "a", "model": {"backend": "fake"}, "data": {"path": str(unlabeled), "label_field": None},
+             "task": {"labels": ["negative", "positive"]}, "output": {"dir": str(tmp_path / "a")}}
+    predictions = load_recipe(data=first).run(progress=False)["predictions"]
+    data = _write(tmp_path / "test.jsonl", [{"text": "dull slow story", "label": "negative"}])
+    second = {"name": "b", "model": {"backend": "fake"}, "data": {"path": str(data)},
+              "task": {"labels": ["negative", "positive"]}, "output": {"dir": str(tmp_path / "b")},
+              "labeling": {"selection": {"method": "knn", "k": 2, "options": {"embedder": "hashing"},
+                                         "pool": {"path": predictions, "min_confidence": 0.5}}}}
+    assert load_recipe(data=second).run(progress=False)["rows"] == 1
+    second["labeling"]["selection"]["pool"]["min_confidence"] = 1.0
+    with pytest.raises(DataError, match=r"^no pool row of .* has confidence >= 1.0$"):
+        load_recipe(data=second).run(progress=False)
