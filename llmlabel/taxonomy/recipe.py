@@ -429,6 +429,11 @@ def run_tnt(recipe: TntRecipe, progress: bool = True, backend: Any = None) -> di
                              "label_counts": label_counts(top_of(applied))}
     if gold is not None:
         names, gold_names = taxonomy.names, {str(g) for g in gold}
+        labels_file = Dataset(data.path, split=data.split).labels_file if data.label_field == "label" else None
+        if labels_file is not None:  # gold names absent from a small corpus still count as gold names
+            from llmlabel.data import load_labels_file
+
+            gold_names |= set(load_labels_file(labels_file))
         summary["gold"] = {"field": data.label_field,
                            "llm_sample": gold_report([gold[i] for i in sample], top, names, gold_names)}
         if dist.apply:
