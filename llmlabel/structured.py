@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,25 +119,30 @@ def validation_reason(exc: ValidationError) -> str:
     return f"schema violation at '{where}': {err['msg']}{more}"
 
 
-def parse_structured(raw: str, model: type[BaseModel]) -> tuple[BaseModel | None, str | None, str | None]:
-    """(value, error, repair note): `raw` parsed and validated against `model`."""
+def parse_structured(raw: str, model: type[BaseModel], check: Callable[[Any], str | None] | None = None
+                     ) -> tuple[BaseModel | None, str | None, str | None]:
+    """(value, error, repair note): `raw` parsed and validated against `model`, then by `check` (which returns a
+    one-line problem or None)."""
     try:
         data, note = extract_json(raw)
     except ValueError as exc:
         return None, str(exc), None
     try:
-        return model.model_validate(data), None, note
+        value = model.model_validate(data)
     except ValidationError as exc:
         return None, validation_reason(exc), note
+    problem = check(value) if check else None
+    return (None, problem, note) if problem else (value, None, note)
 
 
 def generate_structured(backend: Backend, requests: list[str], model: type[BaseModel], *,
                         schema: dict[str, Any] | None = None, max_tokens: int = 256, retries: int = 2,
-                        system: str | None = None) -> list[StructuredResult]:
+                        system: str | None = None, check: Callable[[Any], str | None] | None = None
+                        ) -> list[StructuredResult]:
     """Ask `backend` for one JSON object per request (a user message) that validates as `model`.
 
-    `schema` (default: the model's JSON schema) constrains decoding where the backend can. Failed answers are asked
-    again, at most `retries` times, with the `json_repair` prompt (the request, the bad answer and the error).
+    `schema` (default: the model's JSON schema) constrains decoding where the backend can; `check` adds rules a
+    schema cannot say (e.g. distinct names) and returns a one-line problem or None. Failed answers are asked again, at most `retries` times, with the `json_repair` prompt (the request, the bad answer and the error).
     """
     schema = schema or model.model_json_schema()
     constrained = bool(backend.supports_json_schema)
@@ -160,7 +166,7 @@ def generate_structured(backend: Backend, requests: list[str], model: type[BaseM
             if raw is None:
                 value, error, note = None, failure, None
             else:
-                value, error, note = parse_structured(raw, model)
+                value, error, note = parse_structured(raw, model, check)
             result.attempts.append({"raw": raw, "error": error, "repair": note, "constrained": constrained})
             if value is not None:
                 result.value = value

@@ -36,13 +36,15 @@ class TransformersBackend(TokenizerMixin, Backend):
         device: "cpu", "cuda", ... (default: cuda when available).
         batch_tokens: padded tokens per forward pass; batches are sized from this budget, not a fixed count.
         max_batch: upper bound on prompts per forward pass.
+        repetition_penalty: `generate` divides the logits of tokens already in the sequence by this (1.0: off);
+            ~1.15 stops very small models from repeating one JSON item until the token limit.
     """
 
     name = "transformers"
     supports_choices = True
 
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", device: str | None = None,
-                 batch_tokens: int = 4096, max_batch: int = 64):
+                 batch_tokens: int = 4096, max_batch: int = 64, repetition_penalty: float = 1.0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -54,6 +56,9 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.dtype = dtype
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
+        if repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
+        self.repetition_penalty = float(repetition_penalty)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
@@ -242,7 +247,9 @@ class TransformersBackend(TokenizerMixin, Backend):
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab, stop_token_ids=stops)
                 self._grammar_compiler = xgr.GrammarCompiler(info, max_threads=2)
             try:
-                self._grammars[key] = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
+                # Compiled in the schema's own property order: the model writes the properties in that order.
+                self._grammars[key] = self._grammar_compiler.compile_json_schema(json.dumps(schema),
+                                                                                 any_whitespace=False)
             except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/ValueError for bad schemas
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ConfigError(f"invalid JSON schema for constrained generation: {first[:200]}") from None
@@ -268,6 +275,8 @@ class TransformersBackend(TokenizerMixin, Backend):
             for batch in self._batches([len(p) for p in prompt_ids], [max_tokens] * len(prompts)):
                 ids, mask = self._left_pad([prompt_ids[i] for i in batch])
                 extra: dict[str, Any] = {}
+                if self.repetition_penalty != 1.0:
+                    extra["repetition_penalty"] = self.repetition_penalty
                 if grammar is not None:
                     from xgrammar.contrib.hf import LogitsProcessor
 

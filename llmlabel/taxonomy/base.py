@@ -58,10 +58,11 @@ class InductionContext:
         return self.get_embedder()
 
     def ask(self, step: str, requests: list[str], model: type[BaseModel], schema: dict[str, Any],
-            max_tokens: int) -> list[StructuredResult]:
-        """Schema-valid JSON for each request (constrained where the backend can); every attempt is logged."""
+            max_tokens: int, check: Callable[[Any], str | None] | None = None) -> list[StructuredResult]:
+        """Schema-valid JSON for each request (constrained where the backend can, re-asked when `check` finds a
+        problem); every attempt is logged."""
         results = generate_structured(self.backend, requests, model, schema=schema, max_tokens=max_tokens,
-                                      retries=self.config.retries)
+                                      retries=self.config.retries, check=check)
         for i, result in enumerate(results):
             self.log.append({"step": step, "request": i, **result.as_dict()})
         return results

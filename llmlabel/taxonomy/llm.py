@@ -43,6 +43,18 @@ def summarize(texts: list[str], ctx: InductionContext) -> list[str]:
     return out
 
 
+def _too_few(value: TaxonomyOut, config: Any, max_labels: int, min_labels: int) -> str | None:
+    """A problem when the answer has fewer than `min_labels` usable, distinct labels (small models repeat one name);
+    such an answer is asked again with this message."""
+    labels, _ = clean_labels(value.labels, config, max_labels)
+    if len(labels) >= min_labels:
+        return None
+    names = [lab.name for lab in value.labels]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    detail = f"; repeated: {', '.join(repeated[:3])}" if repeated else ""
+    return f"only {len(labels)} distinct usable label name(s), need {min_labels} to {max_labels}{detail}"
+
+
 class LLMMethod(TaxonomyMethod):
     """Summarize -> generate (first minibatch) -> update (each further minibatch) -> review."""
 
@@ -71,7 +83,8 @@ class LLMMethod(TaxonomyMethod):
             template = load_prompt(config.prompts.get(kind, f"tnt_{kind}.v1"))
             request = template.render(use_case=config.use_case, items=batch, labels=[lab.model_dump() for lab in labels],
                                       min_labels=min_labels, max_labels=max_labels)
-            result = ctx.ask(f"{step_prefix}{name}", [request], TaxonomyOut, schema, config.max_tokens)[0]
+            result = ctx.ask(f"{step_prefix}{name}", [request], TaxonomyOut, schema, config.max_tokens,
+                             check=lambda value: _too_few(value, config, max_labels, min_labels))[0]
             step, new = self._apply(result, labels, config, max_labels, min_labels, f"{step_prefix}{name}")
             history.append(step)
             labels = new

@@ -39,8 +39,8 @@ class TaxonomyConfig(_Strict):
     min_labels: int = Field(3, ge=2)
     max_labels: int = Field(8, ge=2, le=50)
     name_max_chars: int = Field(32, ge=4, le=80)
-    description_max_chars: int = Field(100, ge=16, le=400)
-    rationale_max_chars: int = Field(80, ge=8, le=300)
+    description_max_chars: int = Field(80, ge=16, le=400)
+    rationale_max_chars: int = Field(60, ge=8, le=300)
     #: a text longer than this is cut before it goes into a prompt
     item_max_chars: int = Field(200, ge=20)
     #: re-asks after an answer that does not parse or validate
@@ -52,7 +52,7 @@ class TaxonomyConfig(_Strict):
     minibatches: int = Field(3, gt=0)
     review: bool = True
     #: token budget of one generate / update / review answer
-    max_tokens: int = Field(400, gt=16)
+    max_tokens: int = Field(360, gt=16)
     #: texts with more words than this are summarized first (null: never summarize)
     summarize_min_words: int | None = Field(40, ge=0)
     summary_max_tokens: int = Field(40, gt=0)
