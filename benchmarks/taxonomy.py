@@ -105,7 +105,8 @@ def render(record: dict) -> str:
     """Markdown table of a results record."""
     fmt = lambda v, p=3: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"{record['model']} ({record['backend']}), {record['machine']}, {record['date']}, seed {record['seed']}; "
-             f"phase 1 reads {record['settings']['llm_sample']} texts (llm) / embeds {record['settings']['cluster_sample']}"
+             f"phase 1 reads {record['settings']['llm_sample']} texts (llm) / embeds "
+             f"{record['settings']['cluster_sample']}"
              f" (cluster); the LLM labels {record['settings']['label_sample']} rows; the best student labels the whole "
              "corpus.\n",
              "| dataset (rows) | taxonomy | labels | steps ok/repaired/failed | ARI / NMI, LLM on sample | ARI / NMI, "

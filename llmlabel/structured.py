@@ -142,7 +142,8 @@ def generate_structured(backend: Backend, requests: list[str], model: type[BaseM
     """Ask `backend` for one JSON object per request (a user message) that validates as `model`.
 
     `schema` (default: the model's JSON schema) constrains decoding where the backend can; `check` adds rules a
-    schema cannot say (e.g. distinct names) and returns a one-line problem or None. Failed answers are asked again, at most `retries` times, with the `json_repair` prompt (the request, the bad answer and the error).
+    schema cannot say (e.g. distinct names) and returns a one-line problem or None. Failed answers are asked again,
+    at most `retries` times, with the `json_repair` prompt (the request, the bad answer and the error).
     """
     schema = schema or model.model_json_schema()
     constrained = bool(backend.supports_json_schema)

@@ -88,7 +88,8 @@ class ClusterMethod(TaxonomyMethod):
         for c in range(k):
             members = np.flatnonzero(assignments == c)
             order = members[np.argsort(-(vectors[members] @ centers[c]))]
-            central.append([" ".join(texts[i].split())[: config.item_max_chars] for i in order[: config.central_members]])
+            central.append([" ".join(texts[i].split())[: config.item_max_chars]
+                            for i in order[: config.central_members]])
         template = load_prompt(config.prompts.get("name_cluster", "tnt_name_cluster.v1"))
         requests = [template.render(use_case=config.use_case, items=items) for items in central]
         results = ctx.ask(f"{step_prefix}name clusters", requests, LabelOut, label_schema(config),
@@ -112,7 +113,8 @@ class ClusterMethod(TaxonomyMethod):
                              f"'{fallback.name}'")
             labels.append(label)
             changes.append(Change(action="add", label=label.name,
-                                  rationale=f"names cluster {c + 1} ({sizes[c]} texts; top words: {', '.join(terms[c])})"))
+                                  rationale=f"names cluster {c + 1} ({sizes[c]} texts; top words: "
+                                            f"{', '.join(terms[c])})"))
         status = "repaired" if fixes or any(r.status == "repaired" for r in results) else "ok"
         history.append(Step(step=f"{step_prefix}name clusters", status=status, reason="; ".join(fixes) or None,
                             labels=[lab.name for lab in labels], changes=changes))

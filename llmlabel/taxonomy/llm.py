@@ -81,7 +81,8 @@ class LLMMethod(TaxonomyMethod):
             # Until some step succeeds there is no taxonomy to update: the next minibatch generates one afresh.
             kind = "review" if name == "review" else ("update" if labels else "generate")
             template = load_prompt(config.prompts.get(kind, f"tnt_{kind}.v1"))
-            request = template.render(use_case=config.use_case, items=batch, labels=[lab.model_dump() for lab in labels],
+            request = template.render(use_case=config.use_case, items=batch,
+                                      labels=[lab.model_dump() for lab in labels],
                                       min_labels=min_labels, max_labels=max_labels)
             result = ctx.ask(f"{step_prefix}{name}", [request], TaxonomyOut, schema, config.max_tokens,
                              check=lambda value: _too_few(value, config, max_labels, min_labels))[0]

@@ -233,7 +233,8 @@ def test_recipe_errors_name_the_bad_value(tmp_path):
 
 
 def test_cli_runs_the_shipped_recipe_on_the_fake_backend(tmp_path, capsys):
-    main(["run", "tnt_llm", "-q", "--set", "model.backend=fake", "--set", "model.options={}", "--set", f"data.path={corpus(tmp_path)}",
+    main(["run", "tnt_llm", "-q", "--set", "model.backend=fake", "--set", "model.options={}",
+          "--set", f"data.path={corpus(tmp_path)}",
           "--set", "labeling.sample=20", "--set", f"output.dir={tmp_path / 'cli'}", "--set", "taxonomy.sample=20"])
     printed = capsys.readouterr().out
     assert printed.startswith("taxonomy (llm, ") and "kappa vs LLM" in printed and "vs gold (classifier_corpus)" \
