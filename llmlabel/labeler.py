@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 from llmlabel.backends.base import Backend
 from llmlabel.cache import ResultCache, cache_key
-from llmlabel.errors import BackendError, ConfigError
+from llmlabel.errors import BackendError, ConfigError, PartialFailure
 from llmlabel.parsing import parse_answer
 from llmlabel.prompts import load_prompt
 from llmlabel.task import LabelTask
@@ -28,6 +29,10 @@ log = logging.getLogger("llmlabel")
 #: Content-free inputs for contextual calibration (Zhao et al. 2021).
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
 
+
+#: Code points that cannot be encoded (lone UTF-16 surrogates, e.g. from a JSON "\udc80" escape): no tokenizer
+#: or UTF-8 file takes them, so the model is shown U+FFFD instead (the row is counted in `stats.invalid_text`).
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: Columns the labeler adds to each row.
 OUTPUT_COLUMNS = ("label", "label_probs", "confidence", "status", "reason", "raw_answer", "truncated")
@@ -61,6 +66,8 @@ class LabelStats:
     cached: int = 0
     computed: int = 0
     truncated: int = 0
+    #: rows whose text held lone surrogates (invalid Unicode), shown to the model as U+FFFD
+    invalid_text: int = 0
     statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -72,7 +79,7 @@ class LabelStats:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON reports."""
         return {"rows": self.rows, "cached": self.cached, "computed": self.computed, "truncated": self.truncated,
-                "statuses": dict(self.statuses), "seconds": round(self.seconds, 3),
+                "invalid_text": self.invalid_text, "statuses": dict(self.statuses), "seconds": round(self.seconds, 3),
                 "items_per_second": round(self.items_per_second, 3)}
 
 
@@ -189,38 +196,54 @@ class Labeler:
                          max_answer_tokens=self.max_answer_tokens if self.mode == "generate" else None)
 
     # -- raw results ----------------------------------------------------------------------------------------------
-    def _compute(self, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
-        """Raw results (label scores + token counts, or the answer) for (text, text_pair) items."""
+    @staticmethod
+    def _call(n: int, method: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        """`method(*args, **kwargs)`'s `n` per-prompt results; a prompt that failed for good has its BackendError
+        in its place (all of them when the whole call failed)."""
+        try:
+            return list(method(*args, **kwargs))
+        except PartialFailure as exc:
+            return list(exc.results)
+        except BackendError as exc:
+            return [exc] * n
+
+    def _compute(self, items: list[tuple[str, str | None]]) -> list[dict[str, Any] | BackendError]:
+        """Raw results (label scores, or the answer) for (text, text_pair) items; an item whose backend call failed
+        for good gets the `BackendError` instead."""
         if self.mode == "generate":
             prompts = [self._render(t, p) for t, p in items]
             choices = self.task.texts_shown if self.backend.supports_choices else None
-            answers = self.backend.generate(prompts, max_tokens=self.max_answer_tokens, choices=choices)
-            return [{"answer": a} for a in answers]
+            answers = self._call(len(prompts), self.backend.generate, prompts, max_tokens=self.max_answer_tokens,
+                                 choices=choices)
+            return [a if isinstance(a, BackendError) else {"answer": a} for a in answers]
         if self.task.multi_label:
             prompts = [self._render(t, p, lab) for t, p in items for lab in self.task.labels]
-            flat = self.backend.score(prompts, [["yes", "no"]] * len(prompts))
+            flat = self._call(len(prompts), self.backend.score, prompts, [["yes", "no"]] * len(prompts))
             n = len(self.task.labels)
-            return [{"yes_no": flat[i * n:(i + 1) * n]} for i in range(len(items))]
+            out: list[dict[str, Any] | BackendError] = []
+            for i in range(len(items)):
+                part = flat[i * n:(i + 1) * n]
+                error = next((r for r in part if isinstance(r, BackendError)), None)
+                out.append(error if error is not None else {"yes_no": part})
+            return out
         prompts = [self._render(t, p) for t, p in items]
-        scores = self.backend.score(prompts, [self.task.texts_shown] * len(prompts))
-        return [{"scores": s} for s in scores]
+        scores = self._call(len(prompts), self.backend.score, prompts, [self.task.texts_shown] * len(prompts))
+        return [s if isinstance(s, BackendError) else {"scores": s} for s in scores]
 
     def _raw(self, items: list[tuple[str, str | None]]) -> list[dict[str, Any] | BackendError]:
-        """Raw results from the cache where stored, else computed (and stored). Backend failures become values."""
+        """Raw results from the cache where stored, else computed (and stored). Backend failures become values:
+        rows that failed are not stored, so a re-run computes exactly those again."""
         keys = [self._key(t, p) for t, p in items]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.stats.cached += len(items) - len(todo)
         results: list[Any] = [found.get(k) for k in keys]
         if todo:
-            try:
-                computed = self._compute([items[i] for i in todo])
-            except BackendError as exc:
-                computed = [exc] * len(todo)
-            else:
-                if self.cache is not None:
-                    self.cache.put_many({keys[i]: r for i, r in zip(todo, computed)})
-                self.stats.computed += len(todo)
+            computed = self._compute([items[i] for i in todo])
+            done = {keys[i]: r for i, r in zip(todo, computed) if not isinstance(r, BackendError)}
+            if self.cache is not None:
+                self.cache.put_many(done)
+            self.stats.computed += len(done)
             for i, r in zip(todo, computed):
                 results[i] = r
         return results
@@ -259,6 +282,12 @@ class Labeler:
         names = self.task.names
         if isinstance(raw, BackendError):
             return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", str(raw), truncated=truncated)
+        if "scores" in raw and self.calibration == "contextual":
+            try:
+                self._content_free_probs()
+            except BackendError as exc:  # computed again for the next chunk; this row is kept, as failed
+                return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", f"calibration: {exc}",
+                                   truncated=truncated)
         if "answer" in raw:
             shown, reason = parse_answer(raw["answer"], self.task.texts_shown)
             label = names[self.task.texts_shown.index(shown)] if shown is not None else None
@@ -317,6 +346,10 @@ class Labeler:
                 continue
             text = str(text)
             pair = None if pair is None else str(pair)
+            if _SURROGATES.search(text) or (pair is not None and _SURROGATES.search(pair)):
+                self.stats.invalid_text += 1
+                text = _SURROGATES.sub("\ufffd", text)
+                pair = None if pair is None else _SURROGATES.sub("\ufffd", pair)
             prepared.append(self._fit(text, pair))
         todo = [p for p in prepared if not isinstance(p, LabelResult)]
         raws = iter(self._raw([(t, p) for t, p, _ in todo]))

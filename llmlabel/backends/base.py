@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -68,6 +69,15 @@ class Backend(ABC):
         self.close()
 
 
+#: lone UTF-16 surrogates: Hugging Face tokenizers reject strings holding them (a TypeError), so they become U+FFFD
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (anything else is kept as is)."""
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+
+
 class TokenizerMixin:
     """Tokenization shared by the Hugging Face-tokenizer engines, so every backend scores the same token ids.
 
@@ -79,13 +89,13 @@ class TokenizerMixin:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(_encodable(text), add_special_tokens=False)["input_ids"]
 
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """Token ids of several texts at once (fast tokenizers batch this)."""
         if not texts:
             return []
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return self.tokenizer([_encodable(t) for t in texts], add_special_tokens=False)["input_ids"]
 
     def encode_candidates(self, candidates: list[list[str]]) -> list[list[list[int]]]:
         """Token ids of every candidate; each distinct string is encoded once."""
