@@ -172,6 +172,7 @@ class _Server:
         self.stats: Counter = Counter()
         self.faults: Counter = Counter()
         self.in_flight = 0
+        self.open_connections = 0
         self.started = time.time()
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[asyncio.Task] = set()
@@ -182,6 +183,8 @@ class _Server:
         if task is not None:
             self.connections.add(task)
         self.stats["connections"] += 1
+        self.open_connections += 1
+        self.stats["max_open_connections"] = max(self.stats["max_open_connections"], self.open_connections)
         try:
             while True:
                 try:
@@ -197,6 +200,7 @@ class _Server:
         except (ConnectionError, asyncio.CancelledError):
             return
         finally:
+            self.open_connections -= 1
             with contextlib.suppress(Exception):
                 writer.close()
             if task is not None:

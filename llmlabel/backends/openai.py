@@ -32,6 +32,7 @@ is kept out of `model_id` (so out of cache keys and reports), `repr`, error mess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import math
@@ -61,6 +62,8 @@ MAX_FALLBACK_CONTEXT = 8192
 MAX_LOGPROB_TOKEN_IDS = 128
 #: request fields of trie scoring; a 4xx naming one means the server lacks them (then: echo scoring)
 TOKEN_ID_FIELDS = ("logprob_token_ids", "return_tokens_as_token_ids")
+#: connections per HTTP client: larger pools cost more per request (see `OpenAIBackend._gather`)
+POOL_SHARD = 8
 #: statuses whose `Retry-After` header is honoured (RFC 9110 defines it for both)
 RETRY_AFTER_STATUSES = (429, 503)
 #: what an API key may look like: printable ASCII without spaces (anything else cannot go in an HTTP header)
@@ -298,6 +301,7 @@ class OpenAIBackend(TokenizerMixin, Backend):
             self.served_model = resolve_model(None)
         self.model_id = f"openai:{self.base_url}:{self.served_model}"
         self._max_context: int | None = None
+        self._ssl: Any = None
         #: whether the server honours `logprob_token_ids` (None: not known yet; False: score with echo)
         self._token_id_scoring: bool | None = None
 
@@ -371,39 +375,52 @@ class OpenAIBackend(TokenizerMixin, Backend):
             return min(retry_after, MAX_RETRY_WAIT)
         return min(self.backoff * (2 ** attempt) * (1.0 + random.random()), MAX_RETRY_WAIT)
 
-    def _client(self) -> Any:
+    def _client(self, connections: int | None = None) -> Any:
         import httpx
 
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        return httpx.AsyncClient(headers=self._headers(), timeout=httpx.Timeout(self.timeout), limits=limits)
+        size = connections or self.concurrency
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        if self._ssl is None:  # one TLS context for every client: building one parses the CA bundle (slow, and
+            self._ssl = httpx.create_ssl_context()  # thousands of them fragment the heap over a long run)
+        return httpx.AsyncClient(headers=self._headers(), timeout=httpx.Timeout(self.timeout), limits=limits,
+                                 verify=self._ssl)
 
     async def _gather(self, jobs: list[Callable[[Any], Awaitable[T]]], desc: str) -> list[T | RequestFailed]:
-        """Run `jobs` (each takes the shared client) with at most `concurrency` in flight; results in order.
+        """Run `jobs` (each takes a client) with at most `concurrency` in flight; results in order.
+
+        `concurrency` workers pull jobs from one queue, so memory does not grow with the number of jobs. Workers
+        share clients `POOL_SHARD` at a time: httpcore's pool does work proportional to its size on every request,
+        so one pool of 64 connections is slower than 8 pools of 8 (measured: 90 vs 300+ requests/s on 2 cores).
 
         A job that fails for good (`RequestFailed`) yields its error in its place and the others go on; any other
         error (a rejected request: a configuration mistake) cancels them all and is raised.
         """
-        semaphore = asyncio.Semaphore(self.concurrency)
+        results: list[Any] = [None] * len(jobs)
+        queue = iter(enumerate(jobs))  # shared by the workers; next() never awaits, so no two take the same job
+        workers = min(self.concurrency, len(jobs))
         bar = None
         if len(jobs) > PROGRESS_MIN_REQUESTS:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(jobs), desc=desc, unit="req")
 
-        async with self._client() as client:
-            async def run(job: Callable[[Any], Awaitable[T]]) -> T | RequestFailed:
-                async with semaphore:
-                    try:
-                        result: T | RequestFailed = await job(client)
-                    except RequestFailed as exc:
-                        result = exc
-                if bar is not None:
-                    bar.update(1)
-                return result
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(self._client(min(POOL_SHARD, workers - start)))
+                       for start in range(0, workers, POOL_SHARD)]
 
-            tasks = [asyncio.ensure_future(run(job)) for job in jobs]
+            async def work(worker: int) -> None:
+                client = clients[worker // POOL_SHARD]
+                for index, job in queue:
+                    try:
+                        results[index] = await job(client)
+                    except RequestFailed as exc:
+                        results[index] = exc
+                    if bar is not None:
+                        bar.update(1)
+
+            tasks = [asyncio.ensure_future(work(w)) for w in range(workers)]
             try:
-                return list(await asyncio.gather(*tasks))
+                await asyncio.gather(*tasks)
             except BaseException:
                 for task in tasks:
                     task.cancel()
@@ -412,6 +429,7 @@ class OpenAIBackend(TokenizerMixin, Backend):
             finally:
                 if bar is not None:
                     bar.close()
+        return results
 
     @staticmethod
     def _per_prompt(results: list[Any]) -> list[Any]:
