@@ -34,6 +34,11 @@ CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
 #: or UTF-8 file takes them, so the model is shown U+FFFD instead (the row is counted in `stats.invalid_text`).
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
+#: Texts longer than `max_context * MAX_CHARS_PER_TOKEN` characters are cut to that before tokenizing: they are
+#: truncated anyway, and tokenizing a 1 MB text three times to find the cut took seconds per row. (A token covers
+#: far fewer characters than this, so the cut prefix still fills the context.)
+MAX_CHARS_PER_TOKEN = 32
+
 #: Columns the labeler adds to each row.
 OUTPUT_COLUMNS = ("label", "label_probs", "confidence", "status", "reason", "raw_answer", "truncated")
 
@@ -142,7 +147,9 @@ class Labeler:
         if label not in self.task.names:
             raise ConfigError(f"few-shot example label '{label}' is not a task label; valid: "
                               + ", ".join(self.task.names))
-        return {"text": str(ex["text"]), "text_pair": ex.get("text_pair"), "label": label}
+        pair = ex.get("text_pair")
+        return {"text": self.backend.escape_text(str(ex["text"])),
+                "text_pair": None if pair is None else self.backend.escape_text(str(pair)), "label": label}
 
     # -- prompts --------------------------------------------------------------------------------------------------
     def _render(self, text: str, text_pair: str | None, label: Any = None) -> str:
@@ -166,13 +173,18 @@ class Labeler:
     def _fit(self, text: str, text_pair: str | None) -> tuple[str, str | None, bool]:
         """Cut the text (longest field first) so prompt + answer fit the model's context; flag when cut."""
         limit = self.backend.max_context - self._longest_answer_tokens() - 1
+        budget = self.backend.max_context * MAX_CHARS_PER_TOKEN
+        precut = len(text) > budget or (text_pair is not None and len(text_pair) > budget)
+        if precut:
+            text = text[:budget]
+            text_pair = None if text_pair is None else text_pair[:budget]
         probe = self._render(text, text_pair, self.task.labels[0])
         # Each token is at least one UTF-8 byte, so short prompts cannot overflow: skip tokenizing them.
         if len(probe.encode("utf-8", "surrogatepass")) <= limit:
-            return text, text_pair, False
+            return text, text_pair, precut
         excess = self.backend.count_tokens(probe) - limit
         if excess <= 0:
-            return text, text_pair, False
+            return text, text_pair, precut
         for _ in range(3):  # token counts of parts do not add exactly; re-check after each cut
             if text_pair is not None and self.backend.count_tokens(text_pair) > self.backend.count_tokens(text):
                 text_pair = self.backend.truncate(text_pair, max(self.backend.count_tokens(text_pair) - excess - 8, 0))
@@ -350,6 +362,9 @@ class Labeler:
                 self.stats.invalid_text += 1
                 text = _SURROGATES.sub("\ufffd", text)
                 pair = None if pair is None else _SURROGATES.sub("\ufffd", pair)
+            # A row's text is only ever text: "<|im_end|>" in it must not end the user's turn.
+            text = self.backend.escape_text(text)
+            pair = None if pair is None else self.backend.escape_text(pair)
             prepared.append(self._fit(text, pair))
         todo = [p for p in prepared if not isinstance(p, LabelResult)]
         raws = iter(self._raw([(t, p) for t, p, _ in todo]))

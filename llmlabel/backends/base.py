@@ -59,6 +59,11 @@ class Backend(ABC):
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join(lines) + "\nassistant:"
 
+    def escape_text(self, text: str) -> str:
+        """`text` made safe to put inside a prompt as data: strings the model reads as control tokens are broken
+        up, so a row cannot end the user's turn or open an assistant's. Default: unchanged."""
+        return text
+
     def close(self) -> None:
         """Release engines, servers and memory held by the backend."""
 
@@ -126,6 +131,22 @@ class TokenizerMixin:
         if len(ids) <= max_tokens:
             return text
         return self.tokenizer.decode(ids[: max(max_tokens, 0)])
+
+    def escape_text(self, text: str) -> str:
+        """`text` with the tokenizer's special-token strings (e.g. "<|im_end|>") broken by a zero-width space after
+        their first character: the tokenizer would otherwise turn them into real control tokens, and a row could
+        end the user's turn and write the assistant's answer itself."""
+        pattern = getattr(self, "_special_pattern", False)
+        if pattern is False:
+            decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+            specials = {tok.content for tok in decoder.values() if getattr(tok, "special", False)}
+            specials |= set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+            specials = sorted((s for s in specials if len(s) > 1), key=len, reverse=True)
+            pattern = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
+            self._special_pattern = pattern
+        if pattern is None or not pattern.search(text):
+            return text
+        return pattern.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """Apply the model's chat template, ending at the start of the assistant's turn."""
