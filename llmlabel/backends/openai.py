@@ -78,7 +78,12 @@ class RequestFailed(BackendError):
 
 
 class RequestRejected(LLMLabelError):
-    """The server rejected a request (4xx other than 429): a configuration mistake, so the run stops."""
+    """The server rejected a request (4xx other than 429): a configuration mistake, so the run stops.
+
+    `status` is the HTTP status.
+    """
+
+    status: int | None = None
 
 
 class _Retryable(Exception):
@@ -148,23 +153,27 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _server_message(response: Any) -> str:
-    """The error message in an OpenAI-style error body (`{"error": {"message": ...}}`), else the raw text."""
+def _server_message(response: Any, redact: Callable[[str], str]) -> str:
+    """The error message in an OpenAI-style error body (`{"error": {"message": ...}}`), else the raw text; one
+    line. `redact` runs before it is shortened, so a secret the server echoes cannot survive half cut."""
+    def short(text: Any) -> str:
+        return _one_line(redact(str(text)))
+
     try:
         body = response.json()
     except ValueError:
-        return _one_line(response.text or response.reason_phrase or "no message")
+        return short(response.text or response.reason_phrase or "no message")
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict):
             for key in ("message", "detail", "msg"):
                 if error.get(key):
-                    return _one_line(error[key])
+                    return short(error[key])
         elif isinstance(error, str):
-            return _one_line(error)
+            return short(error)
         if body.get("detail"):
-            return _one_line(body["detail"])
-    return _one_line(response.text)
+            return short(body["detail"])
+    return short(response.text)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -317,7 +326,8 @@ class OpenAIBackend(TokenizerMixin, Backend):
         return headers
 
     def _redact(self, text: str) -> str:
-        """`text` with the API key (should a server echo it back) replaced by '***'."""
+        """`text` with the API key (should a server echo it back) replaced by '***'. Callers redact before they
+        shorten a text, so no part of the key survives a cut."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def _fail(self, method: str, path: str, detail: str, error: type[LLMLabelError] = RequestFailed
@@ -346,20 +356,22 @@ class OpenAIBackend(TokenizerMixin, Backend):
                 if status == 429 or status >= 500:
                     wait = (_retry_after(response.headers.get("Retry-After"))
                             if status in RETRY_AFTER_STATUSES else None)
-                    raise _Retryable(f"HTTP {status}: {_server_message(response)}", wait)
+                    raise _Retryable(f"HTTP {status}: {_server_message(response, self._redact)}", wait)
                 if status >= 400:
-                    detail = f"HTTP {status}: {_server_message(response)}"
+                    detail = f"HTTP {status}: {_server_message(response, self._redact)}"
                     if status == 404:
                         detail += (f" (served model asked for: '{self.served_model}'; GET {self.base_url}/models "
                                    "lists the served names, pass served_model=)")
                     elif status in (401, 403):
-                        detail += " (check api_key / OPENAI_API_KEY)"
-                    raise self._fail(method, path, detail, RequestRejected)
+                        detail += " (check the API key: OPENAI_API_KEY, api_key_env or api_key_file)"
+                    rejected = self._fail(method, path, detail, RequestRejected)
+                    rejected.status = status
+                    raise rejected
                 try:
                     return response.json()
                 except ValueError:  # truncated by a proxy, an HTML error page, ...: usually transient
                     raise _Retryable(f"HTTP {status} with a body that is not JSON: "
-                                     f"{_one_line(response.text, 120)!r}") from None
+                                     f"{_one_line(self._redact(response.text), 120)!r}") from None
             except _Retryable as retry:
                 if attempt + 1 >= attempts:
                     tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -480,6 +492,12 @@ class OpenAIBackend(TokenizerMixin, Backend):
         try:
             body = self._run(fetch)
             entries = body.get("data", []) if isinstance(body, dict) else []
+        except RequestRejected as exc:
+            if exc.status in (401, 403):  # a wrong key fails every request: say so now, once
+                raise
+            log.warning("cannot read the context length from GET %s/models (%s); assuming the tokenizer's",
+                        self.base_url, exc)
+            entries = []
         except LLMLabelError as exc:  # a server without /models, or one that keeps failing: use the fallback
             log.warning("cannot read the context length from GET %s/models (%s); assuming the tokenizer's",
                         self.base_url, exc)
