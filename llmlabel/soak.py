@@ -40,7 +40,7 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def _slope(xs: list[float], ys: list[float]) -> float:
+def slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares slope of ys over xs."""
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
@@ -83,10 +83,10 @@ def check_soak(windows: list[dict]) -> list[str]:
         sent += w["requests"]
         done.append(sent)
     if all(w.get("heap") is not None for w in steady):
-        slope = _slope(done, [w["heap"] * 2**20 for w in steady])
-        if slope > MAX_HEAP_BYTES_PER_REQUEST:
-            problems.append(f"heap grows {slope:.0f} bytes per request")
-    blocks = _slope(done, [w["blocks"] for w in steady])
+        heap = slope(done, [w["heap"] * 2**20 for w in steady])
+        if heap > MAX_HEAP_BYTES_PER_REQUEST:
+            problems.append(f"heap grows {heap:.0f} bytes per request")
+    blocks = slope(done, [w["blocks"] for w in steady])
     if blocks > MAX_BLOCKS_PER_REQUEST:
         problems.append(f"live Python objects grow {blocks:.2f} blocks per request")
     rss = [w["rss"] for w in steady]
