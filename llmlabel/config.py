@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmlabel.errors import ConfigError, suggest
+from llmlabel.errors import ConfigError, suggest, unknown
 
 #: most values (mapping keys, values and list items) a recipe may hold once its YAML aliases are expanded
 MAX_RECIPE_VALUES = 100_000
@@ -72,17 +72,91 @@ class TaskConfig(_Strict):
     humanize_labels: bool = False
 
 
+class PoolConfig(_Strict):
+    """The labeled exemplar pool selectors draw demonstrations from (fields default to the data's)."""
+
+    path: str
+    split: str | None = None
+    limit: int | None = Field(None, gt=0)
+    #: a random subsample of this many pool rows (seeded by `selection.seed`), after `limit`
+    sample: int | None = Field(None, gt=0)
+    text_field: str | None = None
+    text_pair_field: str | None = None
+    label_field: str = "label"
+    #: self-generated ICL: a pool labeled by the LLM itself (a predictions file of an earlier run, label_field
+    #: 'label') keeps only rows whose `confidence` column is at least this
+    min_confidence: float | None = Field(None, ge=0, le=1)
+
+
+class SelectionConfig(_Strict):
+    """In-context demonstrations chosen per row by a selector (random, balanced, knn, bm25, mmr, votek, epr)."""
+
+    method: str = "knn"
+    k: int = Field(4, ge=0)
+    pool: PoolConfig
+    ordering: Literal["as_selected", "similar_last", "round_robin"] = "as_selected"
+    #: many-label tasks: score only this many candidate labels per row (demonstrations' labels + neighbours')
+    restrict_labels: int | None = Field(None, gt=0)
+    seed: int = 0
+    #: selector constructor options, e.g. {budget: 100} for votek, {diversity_weight: 0.3} for mmr
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from llmlabel.registry import selectors
+
+        if value not in selectors:
+            raise ValueError(unknown("selector", value, selectors.names()))
+        return value
+
+
+class MethodConfig(_Strict):
+    """A labeling method that uses a labeled pool beyond the prompt: knn_prompting or fusion (see llmlabel/methods)."""
+
+    name: str
+    pool: PoolConfig
+    #: held-out pool rows that choose the method's settings (fusion weight, kNN k); at most a fifth of the pool
+    dev_size: int = Field(200, ge=0)
+    seed: int = 0
+    #: method options, e.g. {classifier: logreg_embeddings} for fusion, {k: 9} for knn_prompting
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from llmlabel.registry import methods
+
+        if value not in methods:
+            raise ValueError(unknown("method", value, methods.names()))
+        return value
+
+
 class LabelingConfig(_Strict):
     """How labels are produced."""
 
     mode: Literal["score", "generate"] = "score"
     normalize: Literal["sum", "mean"] = "sum"
-    calibration: Literal["none", "contextual"] = "none"
+    #: none, contextual, domain, incontext or batch (see llmlabel/calibration/)
+    calibration: str = "none"
+    #: demonstrations chosen per row from a labeled pool (instead of fixed `examples`)
+    selection: SelectionConfig | None = None
+    #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion with a retrieval classifier)
+    method: MethodConfig | None = None
     prompt: str | None = None
     #: fixed few-shot demonstrations: [{text: ..., label: ...}, ...]
     examples: list[dict[str, Any]] = Field(default_factory=list)
     chunk_size: int = Field(256, gt=0)
     max_answer_tokens: int = Field(16, gt=0)
+
+    @field_validator("calibration")
+    @classmethod
+    def _known_calibration(cls, value: str) -> str:
+        from llmlabel.registry import calibrators
+
+        if value != "none" and value not in calibrators:
+            raise ValueError(unknown("calibration", value, ["none", *calibrators.names()]))
+        return value
 
 
 class OutputConfig(_Strict):
@@ -162,7 +236,10 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         else:
             value = err.get("input")
             shown = f" (got {value!r})" if value is not None and not isinstance(value, (dict, list)) else ""
-            problems.append(f"'{where}': {err['msg']}{shown}")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "value_error":
+                shown = ""  # our validators name the bad value themselves
+            problems.append(f"'{where}': {msg}{shown}")
     return f"{source}: " + "; ".join(problems)
 
 

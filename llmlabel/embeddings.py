@@ -138,3 +138,20 @@ class Embedder:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+class HashingEmbedder:
+    """Bag-of-words vectors by feature hashing: no model, deterministic, instant. For tests and smoke runs; texts
+    that share words are similar, nothing more."""
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) L2-normalized float32 word-count vectors."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in str(text).lower().split():
+                out[row, int(hashlib.md5(word.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) % self.dim] += 1
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1)

@@ -13,21 +13,30 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
 
 from llmlabel.backends.base import Backend
 from llmlabel.cache import ResultCache, cache_key
-from llmlabel.errors import BackendError, ConfigError, PartialFailure
+from llmlabel.errors import BackendError, ConfigError, PartialFailure, suggest, unknown
 from llmlabel.parsing import parse_answer
 from llmlabel.prompts import load_prompt
 from llmlabel.task import LabelTask
 
 log = logging.getLogger("llmlabel")
 
-#: Content-free inputs for contextual calibration (Zhao et al. 2021).
-CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+
+class _Item(NamedTuple):
+    """One row to label: its text(s), demonstrations, candidate label indices (None: all) and whether it was cut."""
+
+    text: str
+    text_pair: str | None
+    examples: tuple[dict[str, Any], ...]
+    cands: tuple[int, ...] | None
+    truncated: bool
 
 
 #: Code points that cannot be encoded (lone UTF-16 surrogates, e.g. from a JSON "\udc80" escape): no tokenizer
@@ -88,6 +97,11 @@ class LabelStats:
                 "items_per_second": round(self.items_per_second, 3)}
 
 
+def _failed(names: list[str], reason: str, truncated: bool = False) -> LabelResult:
+    """A row kept as failed: no label, zero probabilities, the reason."""
+    return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", reason, truncated=truncated)
+
+
 def _softmax(scores: list[float]) -> list[float]:
     top = max(scores)
     exps = [math.exp(s - top) for s in scores]
@@ -103,35 +117,69 @@ class Labeler:
         task: the `LabelTask`.
         mode: 'score' (label log-likelihoods; always a valid label) or 'generate' (the model answers; parsed).
         normalize: score mode: 'sum' of label token log-probs, or 'mean' per token (favours no label by length).
-        calibration: None or 'contextual' (divide by the label distribution of content-free inputs).
+        calibration: None/'none', or a calibrator name: 'contextual' (content-free inputs, Zhao et al. 2021),
+            'domain' (random in-domain words, Fei et al. 2023), 'incontext' (the demonstrations' own inputs, Jang et
+            al. 2024), 'batch' (the mean of the labeled chunk, Zhou et al. 2024). Score mode only.
         examples: fixed few-shot demonstrations, dicts with 'text', 'label' (and 'text_pair').
+        selector: a fitted `llmlabel.selection.Selector` choosing `k` demonstrations per row (replaces `examples`).
+        k: demonstrations per row when a selector is given.
+        ordering: how selected demonstrations are arranged ('as_selected', 'similar_last', 'round_robin').
+        restrict_labels: many-label tasks: show and score only this many candidate labels per row -- the labels of
+            the row's demonstrations first, then the most frequent labels among its nearest pool neighbours (Milios
+            et al. 2023); needs an embedding selector (knn, mmr, votek, epr). None scores every label.
+        calibration_sets: with per-row demonstrations, the prior is estimated from the contexts of this many rows.
+        domain_texts: in-domain texts for 'domain'/'incontext' calibration (default: the pool, else the data).
         prompt: template id, e.g. 'label.v1'.
         cache: a `ResultCache` to store and reuse raw results.
         chunk_size: rows sent to the backend (and committed to the cache) at a time.
         max_answer_tokens: generate mode: answer length limit.
         progress: show a progress bar.
+        seed: seed for calibration probes.
     """
 
     def __init__(self, backend: Backend, task: LabelTask, mode: Literal["score", "generate"] = "score",
                  normalize: Literal["sum", "mean"] = "sum", calibration: str | None = None,
                  examples: list[dict[str, Any]] | None = None, prompt: str | None = None,
                  cache: ResultCache | None = None, chunk_size: int = 256, max_answer_tokens: int = 16,
-                 progress: bool = False):
+                 progress: bool = False, selector: Any = None, k: int = 4, ordering: str = "as_selected",
+                 restrict_labels: int | None = None, calibration_sets: int = 4,
+                 domain_texts: list[str] | None = None, seed: int = 0):
+        from llmlabel.registry import calibrators
+        from llmlabel.selection.ordering import ORDERINGS
+
         if mode not in ("score", "generate"):
             raise ConfigError(f"unknown mode '{mode}'; valid: generate, score")
         if normalize not in ("sum", "mean"):
             raise ConfigError(f"unknown normalize '{normalize}'; valid: mean, sum")
-        if calibration not in (None, "none", "contextual"):
-            raise ConfigError(f"unknown calibration '{calibration}'; valid: none, contextual")
-        if calibration == "contextual" and mode != "score":
-            raise ConfigError("calibration 'contextual' needs mode 'score'")
+        calibration = None if calibration in (None, "none") else calibration
+        if calibration is not None and calibration not in calibrators:
+            raise ConfigError(unknown("calibration", calibration, ["none", *calibrators.names()]))
+        if calibration is not None and mode != "score":
+            raise ConfigError(f"calibration '{calibration}' needs mode 'score'")
+        if ordering not in ORDERINGS:
+            raise ConfigError(unknown("ordering", ordering, ORDERINGS))
+        if restrict_labels is not None and not hasattr(selector, "similarities"):
+            raise ConfigError("restrict_labels needs an embedding selector (knn, mmr, votek or epr)")
         self.backend = backend
         self.task = task
         self.mode = mode
         self.normalize = normalize
-        self.calibration = None if calibration == "none" else calibration
+        self.calibration = calibration
+        self.calibrator = calibrators.get(calibration)() if calibration else None
         self.examples = [self._example(ex) for ex in (examples or [])]
+        self.selector = selector
+        self.k = k
+        self.ordering = ordering
+        self.restrict_labels = restrict_labels
+        self.calibration_sets = calibration_sets
+        self.domain_texts = domain_texts
+        self.seed = seed
+        if selector is not None:
+            bad = sorted({ex.label for ex in selector.pool} - set(task.names))
+            if bad:
+                raise ConfigError(f"exemplar pool label '{bad[0]}' is not a task label" + suggest(bad[0], task.names))
         self._shown = dict(zip(task.names, task.texts_shown))
+        self._index = {name: i for i, name in enumerate(task.names)}
         default_prompt = "label_binary.v1" if task.multi_label else "label.v1"
         self.template = load_prompt(prompt or default_prompt)
         self.cache = cache
@@ -139,7 +187,8 @@ class Labeler:
         self.max_answer_tokens = max_answer_tokens
         self.progress = progress
         self.stats = LabelStats()
-        self._cf_probs: list[float] | None = None
+        self._priors: dict[str, list[float]] = {}
+        self._shared_prior: list[float] | None = None
         self._truncation_warned = False
 
     def _example(self, ex: dict[str, Any]) -> dict[str, Any]:
@@ -152,11 +201,14 @@ class Labeler:
                 "text_pair": None if pair is None else self.backend.escape_text(str(pair)), "label": label}
 
     # -- prompts --------------------------------------------------------------------------------------------------
-    def _render(self, text: str, text_pair: str | None, label: Any = None) -> str:
-        shown = [{"name": lab.text, "description": lab.description} for lab in self.task.labels]
+    def _render(self, text: str, text_pair: str | None, label: Any = None,
+                examples: Sequence[dict[str, Any]] | None = None, cands: Sequence[int] | None = None) -> str:
+        labels = self.task.labels if cands is None else [self.task.labels[i] for i in sorted(cands)]
+        shown = [{"name": lab.text, "description": lab.description} for lab in labels]
         if label is not None:
             label = {"name": label.text, "description": label.description}
-        examples = [{**ex, "label": self._shown[ex["label"]]} for ex in self.examples]
+        examples = self.examples if examples is None else examples
+        examples = [{**ex, "label": self._shown[ex["label"]]} for ex in examples]
         content = self.template.render(
             instruction=self.task.instruction, labels=shown,
             label=label, examples=examples, text_name=self.task.text_name,
@@ -170,7 +222,8 @@ class Labeler:
             self._answer_tokens = longest if self.mode == "score" else self.max_answer_tokens
         return self._answer_tokens
 
-    def _fit(self, text: str, text_pair: str | None) -> tuple[str, str | None, bool]:
+    def _fit(self, text: str, text_pair: str | None, examples: Sequence[dict[str, Any]] | None = None,
+             cands: Sequence[int] | None = None) -> tuple[str, str | None, bool]:
         """Cut the text (longest field first) so prompt + answer fit the model's context; flag when cut."""
         limit = self.backend.max_context - self._longest_answer_tokens() - 1
         budget = self.backend.max_context * MAX_CHARS_PER_TOKEN
@@ -178,7 +231,11 @@ class Labeler:
         if precut:
             text = text[:budget]
             text_pair = None if text_pair is None else text_pair[:budget]
-        probe = self._render(text, text_pair, self.task.labels[0])
+
+        def render(t: str, p: str | None) -> str:
+            return self._render(t, p, self.task.labels[0], examples, cands)
+
+        probe = render(text, text_pair)
         # Each token is at least one UTF-8 byte, so short prompts cannot overflow: skip tokenizing them.
         if len(probe.encode("utf-8", "surrogatepass")) <= limit:
             return text, text_pair, precut
@@ -190,7 +247,7 @@ class Labeler:
                 text_pair = self.backend.truncate(text_pair, max(self.backend.count_tokens(text_pair) - excess - 8, 0))
             else:
                 text = self.backend.truncate(text, max(self.backend.count_tokens(text) - excess - 8, 0))
-            excess = self.backend.count_tokens(self._render(text, text_pair, self.task.labels[0])) - limit
+            excess = self.backend.count_tokens(render(text, text_pair)) - limit
             if excess <= 0:
                 break
         if excess > 0:
@@ -199,12 +256,13 @@ class Labeler:
         return text, text_pair, True
 
     # -- cache keys -----------------------------------------------------------------------------------------------
-    def _key(self, text: str, text_pair: str | None) -> str:
+    def _key(self, item: _Item) -> str:
         return cache_key(backend=self.backend.name, model=self.backend.model_id, prompt=self.template.id,
                          prompt_digest=self.template.digest, mode=self.mode, multi_label=self.task.multi_label,
                          labels=[lab.model_dump() for lab in self.task.labels], instruction=self.task.instruction,
-                         names=[self.task.text_name, self.task.text_pair_name], examples=self.examples,
-                         text=text, text_pair=text_pair,
+                         names=[self.task.text_name, self.task.text_pair_name], examples=list(item.examples),
+                         text=item.text, text_pair=item.text_pair,
+                         candidates=None if item.cands is None else sorted(item.cands),
                          max_answer_tokens=self.max_answer_tokens if self.mode == "generate" else None)
 
     # -- raw results ----------------------------------------------------------------------------------------------
@@ -219,17 +277,23 @@ class Labeler:
         except BackendError as exc:
             return [exc] * n
 
-    def _compute(self, items: list[tuple[str, str | None]]) -> list[dict[str, Any] | BackendError]:
-        """Raw results (label scores, or the answer) for (text, text_pair) items; an item whose backend call failed
-        for good gets the `BackendError` instead."""
+    def _compute(self, items: list[_Item]) -> list[dict[str, Any] | BackendError]:
+        """Raw results (label scores, or the answer) for items; an item whose backend call failed for good gets
+        the `BackendError` instead."""
         if self.mode == "generate":
-            prompts = [self._render(t, p) for t, p in items]
-            choices = self.task.texts_shown if self.backend.supports_choices else None
-            answers = self._call(len(prompts), self.backend.generate, prompts, max_tokens=self.max_answer_tokens,
-                                 choices=choices)
+            prompts = [self._render(it.text, it.text_pair, examples=it.examples, cands=it.cands) for it in items]
+            # Choices differ per row only when labels are restricted.
+            choices_per = [self._texts(it.cands) if self.backend.supports_choices else None for it in items]
+            if all(c == choices_per[0] for c in choices_per):
+                answers = self._call(len(prompts), self.backend.generate, prompts,
+                                     max_tokens=self.max_answer_tokens, choices=choices_per[0])
+            else:
+                answers = [self._call(1, self.backend.generate, [p], max_tokens=self.max_answer_tokens,
+                                      choices=c)[0] for p, c in zip(prompts, choices_per)]
             return [a if isinstance(a, BackendError) else {"answer": a} for a in answers]
         if self.task.multi_label:
-            prompts = [self._render(t, p, lab) for t, p in items for lab in self.task.labels]
+            prompts = [self._render(it.text, it.text_pair, lab, it.examples) for it in items
+                       for lab in self.task.labels]
             flat = self._call(len(prompts), self.backend.score, prompts, [["yes", "no"]] * len(prompts))
             n = len(self.task.labels)
             out: list[dict[str, Any] | BackendError] = []
@@ -238,14 +302,27 @@ class Labeler:
                 error = next((r for r in part if isinstance(r, BackendError)), None)
                 out.append(error if error is not None else {"yes_no": part})
             return out
-        prompts = [self._render(t, p) for t, p in items]
-        scores = self._call(len(prompts), self.backend.score, prompts, [self.task.texts_shown] * len(prompts))
-        return [s if isinstance(s, BackendError) else {"scores": s} for s in scores]
+        prompts = [self._render(it.text, it.text_pair, examples=it.examples, cands=it.cands) for it in items]
+        scored = self._call(len(prompts), self.backend.score, prompts, [self._texts(it.cands) for it in items])
+        out = []
+        for it, scores in zip(items, scored):
+            if isinstance(scores, BackendError) or it.cands is None:
+                out.append(scores if isinstance(scores, BackendError) else {"scores": scores})
+            else:
+                full: list[float | None] = [None] * len(self.task.labels)
+                for i, s in zip(sorted(it.cands), scores):
+                    full[i] = s
+                out.append({"scores": full})
+        return out
 
-    def _raw(self, items: list[tuple[str, str | None]]) -> list[dict[str, Any] | BackendError]:
+    def _texts(self, cands: Sequence[int] | None) -> list[str]:
+        shown = self.task.texts_shown
+        return shown if cands is None else [shown[i] for i in sorted(cands)]
+
+    def _raw(self, items: list[_Item]) -> list[dict[str, Any] | BackendError]:
         """Raw results from the cache where stored, else computed (and stored). Backend failures become values:
         rows that failed are not stored, so a re-run computes exactly those again."""
-        keys = [self._key(t, p) for t, p in items]
+        keys = [self._key(it) for it in items]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.stats.cached += len(items) - len(todo)
@@ -266,40 +343,65 @@ class Labeler:
             self._label_tokens = [max(self.backend.count_tokens(t), 1) for t in self.task.texts_shown]
         return self._label_tokens
 
-    def _probs(self, scores: list[float]) -> list[float]:
+    def _uncalibrated(self, scores: list[float | None]) -> list[float]:
+        """Label distribution from raw label scores; labels not scored (restricted away) get probability 0."""
         if self.normalize == "mean":
-            scores = [s / n for s, n in zip(scores, self._token_counts())]
-        probs = _softmax(scores)
-        if self.calibration == "contextual":
-            cf = self._content_free_probs()
-            probs = _softmax([math.log(max(p, 1e-300)) - math.log(max(c, 1e-300)) for p, c in zip(probs, cf)])
-        return probs
+            scores = [None if s is None else s / n for s, n in zip(scores, self._token_counts())]
+        present = [s for s in scores if s is not None]
+        probs = iter(_softmax(present))
+        return [0.0 if s is None else next(probs) for s in scores]
 
-    def _content_free_probs(self) -> list[float]:
-        """Mean label distribution over content-free inputs (computed once, cached like any row)."""
-        if self._cf_probs is None:
-            pair = "N/A" if self.task.text_pair_field else None
-            raws = self._raw([(t, pair) for t in CONTENT_FREE_INPUTS])
-            if any(isinstance(r, BackendError) for r in raws):
-                raise next(r for r in raws if isinstance(r, BackendError))
-            saved, self.calibration = self.calibration, None
-            try:
-                dists = [self._probs(r["scores"]) for r in raws]
-            finally:
-                self.calibration = saved
-            self._cf_probs = [sum(col) / len(dists) for col in zip(*dists)]
-        return self._cf_probs
+    def _calibrated(self, probs: list[float], prior: list[float] | None) -> list[float]:
+        if prior is None:
+            return probs
+        from llmlabel.calibration.base import Calibrator
 
-    def _result(self, raw: dict[str, Any] | BackendError, truncated: bool) -> LabelResult:
+        return Calibrator.apply(np.asarray([probs]), np.asarray(prior))[0].tolist()
+
+    def _prior(self, contexts: list[tuple[dict[str, Any], ...]]) -> list[float]:
+        """Mean label distribution of the calibrator's probes, each scored in each of `contexts` (demonstrations)."""
+        from llmlabel.calibration.base import CalibrationContext
+
+        has_pair = self.task.text_pair_field is not None
+        items = []
+        for examples in contexts:
+            context = CalibrationContext(examples=examples, domain_texts=self._domain_texts(), has_pair=has_pair,
+                                         seed=self.seed, contexts=len(contexts))
+            items += [_Item(t, p, examples, None, False) for t, p in self.calibrator.probes(context)]
+        raws = self._raw(items)
+        if any(isinstance(r, BackendError) for r in raws):
+            raise next(r for r in raws if isinstance(r, BackendError))
+        dists = [self._uncalibrated(r["scores"]) for r in raws]
+        return [sum(col) / len(dists) for col in zip(*dists)]
+
+    def _domain_texts(self) -> list[str]:
+        if self.domain_texts is None:
+            if self.selector is not None:
+                self.domain_texts = [ex.text for ex in self.selector.pool[:2000]]
+            else:
+                self.domain_texts = list(getattr(self, "_seen_texts", []))
+        return self.domain_texts
+
+    def _prior_for(self, item: _Item, chunk_items: list[_Item]) -> list[float] | None:
+        """The probe-based prior for a row's context (exact for shared demonstrations, sampled for per-row ones)."""
+        if self.calibrator is None or self.calibrator.from_batch:
+            return None
+        if self.selector is not None and getattr(self.selector, "per_query", True):
+            if self._shared_prior is None:
+                distinct = {repr(it.examples): it.examples for it in chunk_items}
+                contexts = list(distinct.values())[: self.calibration_sets]
+                self._shared_prior = self._prior(contexts)
+            return self._shared_prior
+        key = repr(item.examples)
+        if key not in self._priors:
+            self._priors[key] = self._prior([item.examples])
+        return self._priors[key]
+
+    def _result(self, raw: dict[str, Any] | BackendError, truncated: bool,
+                prior: list[float] | None = None) -> LabelResult:
         names = self.task.names
         if isinstance(raw, BackendError):
-            return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", str(raw), truncated=truncated)
-        if "scores" in raw and self.calibration == "contextual":
-            try:
-                self._content_free_probs()
-            except BackendError as exc:  # computed again for the next chunk; this row is kept, as failed
-                return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", f"calibration: {exc}",
-                                   truncated=truncated)
+            return _failed(names, str(raw), truncated)
         if "answer" in raw:
             shown, reason = parse_answer(raw["answer"], self.task.texts_shown)
             label = names[self.task.texts_shown.index(shown)] if shown is not None else None
@@ -311,9 +413,61 @@ class Labeler:
             chosen = [n for n, p in zip(names, p_yes) if p >= self.task.threshold]
             confidence = sum(max(p, 1 - p) for p in p_yes) / len(p_yes)
             return LabelResult(chosen, dict(zip(names, p_yes)), confidence, truncated=truncated)
-        probs = self._probs(raw["scores"])
+        probs = self._calibrated(self._uncalibrated(raw["scores"]), prior)
         best = max(range(len(names)), key=probs.__getitem__)
         return LabelResult(names[best], dict(zip(names, probs)), probs[best], truncated=truncated)
+
+    def demo_scores(self, pairs: list[tuple[Any, list[Any]]]) -> list[float]:
+        """How much demonstrations help: for each (query, demonstrations) pair of `llmlabel.selection.Example`s,
+        log P(query's gold label | demonstrations, query), normalized over the labels (up to 10 labels) or the raw
+        label log-likelihood (more labels, to keep it cheap). Used to train learned retrievers (EPR)."""
+        items, golds = [], []
+        for query, demos in pairs:
+            gold = self._index[query.label]
+            cands = None if len(self.task.labels) <= 10 else (gold,)
+            examples = tuple(ex.as_dict() for ex in demos)
+            text, pair, cut = self._fit(query.text, query.text_pair, examples, cands)
+            items.append(_Item(text, pair, examples, cands, cut))
+            golds.append(gold)
+        out = []
+        for raw, gold, item in zip(self._raw(items), golds, items):
+            if isinstance(raw, BackendError):
+                out.append(float("-inf"))
+            elif item.cands is None:
+                out.append(math.log(max(self._uncalibrated(raw["scores"])[gold], 1e-300)))
+            else:
+                out.append(float(raw["scores"][gold]))
+        return out
+
+    # -- demonstrations -------------------------------------------------------------------------------------------
+    def _contexts(self, texts: list[str], pairs: list[str | None]) -> list[tuple[tuple[dict[str, Any], ...],
+                                                                               tuple[int, ...] | None]]:
+        """Per row: its demonstrations and (when restricting labels) its candidate label indices."""
+        fixed = tuple(self.examples)
+        if self.selector is None or not texts:
+            return [(fixed, None)] * len(texts)
+        from llmlabel.selection.ordering import order_examples
+
+        selections = self.selector.select_many(texts, self.k, pairs)
+        demos = [tuple(ex.as_dict() for ex in order_examples(sel.examples, self.ordering)) for sel in selections]
+        if self.restrict_labels is None:
+            return [(d, None) for d in demos]
+        sims = self.selector.similarities(texts, pairs)
+        pool_labels = [self._index[ex.label] for ex in self.selector.pool]
+        out = []
+        for row_demos, row in zip(demos, sims):
+            cands = list(dict.fromkeys(self._index[d["label"]] for d in row_demos))
+            votes: Counter = Counter()
+            top = np.argpartition(-row, min(len(row), 8 * self.restrict_labels) - 1)[: 8 * self.restrict_labels]
+            for j in top:
+                votes[pool_labels[j]] += float(row[j])
+            for lab, _ in votes.most_common():
+                if len(cands) >= max(self.restrict_labels, 1):
+                    break
+                if lab not in cands:
+                    cands.append(lab)
+            out.append((row_demos, tuple(sorted(cands))))
+        return out
 
     # -- public API -----------------------------------------------------------------------------------------------
     def label_texts(self, texts: list[str], text_pairs: list[str | None] | None = None) -> list[LabelResult]:
@@ -350,7 +504,8 @@ class Labeler:
                             self.stats.truncated)
 
     def _label_chunk(self, chunk: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], LabelResult]]:
-        prepared: list[tuple[str, str | None, bool] | LabelResult] = []
+        prepared: list[_Item | LabelResult] = []
+        texts: list[tuple[str, str | None]] = []
         for row in chunk:
             text, pair = self.task.texts(row)
             if text is None or not str(text).strip():
@@ -365,15 +520,80 @@ class Labeler:
             # A row's text is only ever text: "<|im_end|>" in it must not end the user's turn.
             text = self.backend.escape_text(text)
             pair = None if pair is None else self.backend.escape_text(pair)
-            prepared.append(self._fit(text, pair))
-        todo = [p for p in prepared if not isinstance(p, LabelResult)]
-        raws = iter(self._raw([(t, p) for t, p, _ in todo]))
-        for row, item in zip(chunk, prepared):
-            result = item if isinstance(item, LabelResult) else self._result(next(raws), item[2])
+            texts.append((text, pair))
+            prepared.append(_Item(text, pair, (), None, False))
+        if not hasattr(self, "_seen_texts"):
+            self._seen_texts = [t for t, _ in texts[:200]]
+        contexts = iter(self._contexts([t for t, _ in texts], [p for _, p in texts]))
+        for i, item in enumerate(prepared):
+            if isinstance(item, _Item):
+                examples, cands = next(contexts)
+                text, pair, cut = self._fit(item.text, item.text_pair, examples, cands)
+                prepared[i] = _Item(text, pair, examples, cands, cut)
+        todo = [p for p in prepared if isinstance(p, _Item)]
+        raws = iter(self._raw(todo))
+        results = []
+        prior_error: BackendError | None = None
+        for item in prepared:
+            if isinstance(item, LabelResult):
+                results.append(item)
+                continue
+            raw = next(raws)
+            prior = None
+            if isinstance(raw, dict) and "scores" in raw:
+                try:
+                    if prior_error is not None:
+                        raise prior_error
+                    prior = self._prior_for(item, todo)
+                except BackendError as exc:
+                    # The calibration probes failed for good: the row is kept, as failed (its raw scores are cached,
+                    # so a re-run only retries the probes); the rest of this chunk is not retried again.
+                    prior_error = exc
+                    results.append(_failed(self.task.names, f"calibration: {exc}", item.truncated))
+                    continue
+            results.append(self._result(raw, item.truncated, prior))
+        if self.calibrator is not None and self.calibrator.from_batch:
+            results = self._batch_calibrate(results, todo)
+        for row, result in zip(chunk, results):
             self.stats.rows += 1
             self.stats.truncated += int(result.truncated)
             self.stats.statuses[result.status] += 1
             yield row, result
+
+    #: Batch calibration needs this many scored rows before a batch mean is a usable prior.
+    MIN_BATCH = 16
+
+    def _batch_calibrate(self, results: list[LabelResult], items: list[_Item]) -> list[LabelResult]:
+        """Batch calibration: divide out the mean distribution of every row scored so far (this chunk included).
+        Until `MIN_BATCH` rows have been seen (e.g. labeling a handful of texts), the content-free prior of
+        contextual calibration stands in, so a single row is not calibrated against itself."""
+        from llmlabel.calibration.base import Calibrator
+        from llmlabel.calibration.contextual import ContextualCalibrator
+
+        names = self.task.names
+        scored = [r for r in results if r.status == "ok"]
+        if not scored:
+            return results
+        probs = np.asarray([[r.label_probs[n] for n in names] for r in scored])
+        self._batch_sum = getattr(self, "_batch_sum", 0.0) + probs.sum(axis=0)
+        self._batch_count = getattr(self, "_batch_count", 0) + len(probs)
+        if self._batch_count >= self.MIN_BATCH:
+            prior = self._batch_sum / self._batch_count
+        else:
+            saved, self.calibrator = self.calibrator, ContextualCalibrator()
+            try:
+                prior = np.asarray(self._prior([items[0].examples] if items else [tuple(self.examples)]))
+            except BackendError as exc:  # no prior: the rows are kept, as failed; a re-run retries the probes
+                return [_failed(names, f"calibration: {exc}", r.truncated) if r.status == "ok" else r
+                        for r in results]
+            finally:
+                self.calibrator = saved
+        calibrated = Calibrator.apply(probs, prior)
+        for r, row in zip(scored, calibrated):
+            best = int(np.argmax(row))
+            r.label, r.confidence = names[best], float(row[best])
+            r.label_probs = dict(zip(names, row.tolist()))
+        return results
 
     def label(self, rows: Iterable[dict[str, Any]], total: int | None = None) -> list[dict[str, Any]]:
         """Label `rows` and return them with the columns label, label_probs, confidence, status, reason (+raw_answer

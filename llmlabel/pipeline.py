@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Recipe
-from llmlabel.data import Dataset, json_text, atomic_write, load_labels_file, write_rows
-from llmlabel.errors import ConfigError, DataError
+from llmlabel.data import Dataset, atomic_write, json_text, load_labels_file, write_rows
+from llmlabel.errors import ConfigError, DataError, unknown
 from llmlabel.task import LabelTask
 
 log = logging.getLogger("llmlabel")
@@ -46,6 +46,56 @@ def check_data(task: LabelTask, dataset: Dataset) -> bool:
     return has_gold
 
 
+def read_pool(cfg: Any, recipe: Recipe, task: LabelTask, seed: int = 0) -> list[Any]:
+    """The labeled pool of a selection or method config as `Example`s (gold mapped to task labels, subsampled)."""
+    import random
+
+    from llmlabel.selection.base import pool_from_rows
+
+    if task.multi_label:
+        raise ConfigError("a labeled pool (selection, method) supports single-label tasks only")
+    pool_data = Dataset(cfg.path, split=cfg.split, limit=cfg.limit)
+    text_field = cfg.text_field or recipe.data.text_field
+    pair_field = cfg.text_pair_field or recipe.data.text_pair_field
+    columns = pool_data.columns()
+    for field_name in (text_field, cfg.label_field, pair_field):
+        if field_name and columns and field_name not in columns:
+            raise DataError(unknown(f"column in exemplar pool {cfg.path}", field_name, columns))
+    pool_task = task.model_copy(update={"label_field": cfg.label_field})
+    rows = list(pool_data)
+    if cfg.min_confidence is not None:
+        if columns and "confidence" not in columns:
+            raise DataError(f"pool.min_confidence needs a 'confidence' column (a predictions file of an llmlabel run); "
+                            f"{cfg.path} has: {', '.join(columns)}")
+        rows = [r for r in rows if r.get("status", "ok") == "ok" and (r.get("confidence") or 0) >= cfg.min_confidence]
+        if not rows:
+            raise DataError(f"no pool row of {cfg.path} has confidence >= {cfg.min_confidence}")
+    if cfg.sample is not None and cfg.sample < len(rows):
+        rows = random.Random(seed).sample(rows, cfg.sample)
+    return pool_from_rows(rows, text_field, cfg.label_field, pair_field, label_of=pool_task.gold)
+
+
+def build_selector(selection: Any, recipe: Recipe, task: LabelTask, scorer: Any = None) -> Any:
+    """Read the exemplar pool and fit the configured selector.
+
+    `scorer` is a Labeler whose `demo_scores` rates demonstrations, for selectors that learn from the LM (EPR).
+    """
+    from llmlabel.selection.base import make_selector
+
+    pool = read_pool(selection.pool, recipe, task, selection.seed)
+    selector = make_selector(selection.method, seed=selection.seed, **selection.options)
+    return selector.fit(pool, scorer=scorer.demo_scores if scorer is not None else None)
+
+
+def build_method(config: Any, recipe: Recipe, labeler: Any) -> Any:
+    """Read the method's pool, hold out its dev slice, and fit the configured labeling method around `labeler`."""
+    from llmlabel.methods.base import make_method, split_dev
+
+    pool = read_pool(config.pool, recipe, labeler.task, config.seed)
+    train, dev = split_dev(pool, config.dev_size, config.seed)
+    return make_method(config.name, labeler, seed=config.seed, **config.options).fit(train, dev)
+
+
 def write_json(data: Any, path: Path) -> None:
     """Write JSON atomically (temp file, fsync, rename: see `llmlabel.data.atomic_write`)."""
     atomic_write(path, lambda handle: handle.write(json_text(data, indent=1)))
@@ -75,18 +125,27 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
 
     def labeled_rows() -> Any:
         # Streams: each row is written as it is labeled; only what evaluation needs stays in memory.
-        for row, result in labeler.iter_label(dataset, total=total):
+        for row, result in engine.iter_label(dataset, total=total):
             if evaluating:
                 gold.append(task.gold(row))
                 pred.append(result.label)
                 confidences.append(result.confidence)
-            yield labeler.merge(row, result)
+            yield engine.merge(row, result)
 
     try:
-        labeler = Labeler(backend, task, mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
-                          calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
-                          prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
-                          max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
+        options = dict(mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
+                       calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
+                       prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
+                       max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
+        selection = recipe.labeling.selection
+        if selection is not None:
+            selector = build_selector(selection, recipe, task, Labeler(backend, task, cache=cache))
+            options.update(selector=selector, k=selection.k, ordering=selection.ordering,
+                           restrict_labels=selection.restrict_labels, seed=selection.seed)
+        labeler = Labeler(backend, task, **options)
+        engine = labeler
+        if recipe.labeling.method is not None:
+            engine = build_method(recipe.labeling.method, recipe, labeler)
         total = len(dataset)
         predictions = write_rows(labeled_rows(), recipe.output.path(recipe.output.predictions))
     finally:
@@ -96,12 +155,17 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
             backend.close()
     summary: dict[str, Any] = {
         "recipe": recipe.name, "backend": backend.name, "model": backend.model_id, "mode": recipe.labeling.mode,
-        "rows": labeler.stats.rows, "predictions": str(predictions), "stats": labeler.stats.as_dict(),
+        "rows": engine.stats.rows, "predictions": str(predictions), "stats": engine.stats.as_dict(),
         "invalid_utf8_rows": dataset.invalid_utf8_rows,
     }
+    if engine is not labeler:
+        summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
+        summary["method"] = {k: v for k, v in engine.report.items() if not k.startswith("dev_")} | {
+            "dev": {k: {str(a): b for a, b in v.items()} for k, v in engine.report.items() if k.startswith("dev_")}}
+        summary["llm_stats"] = labeler.stats.as_dict()
     if evaluating:
         report = evaluate(gold, pred, task.names, confidences)
-        report["cost"] = labeler.stats.as_dict()
+        report["cost"] = engine.stats.as_dict()
         summary["metrics"] = report
     summary_path = recipe.output.path(recipe.output.report)
     write_json(summary, summary_path)

@@ -61,3 +61,31 @@ backends.add("openai", "llmlabel.backends.openai:OpenAIBackend")
 #: Recipe kinds: `kind:` in a recipe -> its pydantic class (a `llmlabel.config.RecipeBase` subclass with `run`).
 recipe_kinds = Registry("recipe kind")
 recipe_kinds.add("label", "llmlabel.config:Recipe")
+
+#: In-context exemplar selectors (`llmlabel.selection.base.Selector` subclasses).
+selectors = Registry("selector")
+selectors.add("random", "llmlabel.selection.random:RandomSelector")
+selectors.add("balanced", "llmlabel.selection.balanced:BalancedSelector")
+selectors.add("knn", "llmlabel.selection.knn:KNNSelector")
+selectors.add("bm25", "llmlabel.selection.bm25:BM25Selector")
+selectors.add("mmr", "llmlabel.selection.mmr:MMRSelector")
+selectors.add("votek", "llmlabel.selection.votek:VoteKSelector")
+selectors.add("epr", "llmlabel.selection.epr:EPRSelector")
+
+#: Calibrators (`llmlabel.calibration.base.Calibrator` subclasses); 'none' means no calibration.
+calibrators = Registry("calibration")
+calibrators.add("contextual", "llmlabel.calibration.contextual:ContextualCalibrator")
+calibrators.add("domain", "llmlabel.calibration.domain:DomainCalibrator")
+calibrators.add("incontext", "llmlabel.calibration.incontext:InContextCalibrator")
+calibrators.add("batch", "llmlabel.calibration.batch:BatchCalibrator")
+
+#: Lightweight text classifiers (`llmlabel.classifiers.base.TextClassifier`): baselines, retrieval priors, students.
+classifiers = Registry("classifier")
+classifiers.add("knn_vote", "llmlabel.classifiers.knn_vote:KNNVoteClassifier")
+classifiers.add("logreg_embeddings", "llmlabel.classifiers.logreg_embeddings:LogRegEmbeddingsClassifier")
+classifiers.add("logreg_tfidf", "llmlabel.classifiers.logreg_tfidf:LogRegTfidfClassifier")
+
+#: Labeling methods that use labeled data beyond the prompt (`llmlabel.methods.base.LabelingMethod`).
+methods = Registry("method")
+methods.add("knn_prompting", "llmlabel.methods.knn_prompting:KNNPrompting")
+methods.add("fusion", "llmlabel.methods.fusion:Fusion")

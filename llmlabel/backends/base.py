@@ -64,6 +64,12 @@ class Backend(ABC):
         up, so a row cannot end the user's turn or open an assistant's. Default: unchanged."""
         return text
 
+    def next_token_logprobs(self, prompts: list[str]) -> Any:
+        """(len(prompts), vocab) log-probabilities of the next token after each prompt (kNN prompting's anchors).
+        Backends that cannot return a full next-token distribution raise NotImplementedError."""
+        raise NotImplementedError(f"the '{self.name}' backend does not return full next-token distributions; "
+                                  "use the transformers backend for kNN prompting with vocabulary features")
+
     def close(self) -> None:
         """Release engines, servers and memory held by the backend."""
 

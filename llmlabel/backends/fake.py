@@ -88,5 +88,15 @@ class FakeBackend(Backend):
                 out.append(" ".join((lines[-1] if lines else "").split()[:max_tokens]))
         return out
 
+    def next_token_logprobs(self, prompts: list[str]) -> Any:
+        """A 64-way 'vocabulary' distribution from the words of each prompt's last three lines (deterministic)."""
+        import numpy as np
+
+        from llmlabel.embeddings import HashingEmbedder
+
+        last = [" ".join([ln for ln in p.splitlines() if ln.strip()][-3:]) for p in prompts]
+        logits = 5.0 * HashingEmbedder(64).encode(last)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
     def __repr__(self) -> str:
         return f"FakeBackend({json.dumps(self.model_id)})"

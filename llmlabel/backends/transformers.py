@@ -166,9 +166,28 @@ class TransformersBackend(TokenizerMixin, Backend):
                      trie: CandidateTrie) -> list[list[float]]:
         """One forward pass over [left-padded suffixes | trie nodes] on top of the shared prefix."""
         import torch
+
+        hidden, width = self._forward_suffixes(prefix, prefix_len, suffixes, trie)
+        dev = self.device
+        sources = torch.tensor(trie.sources, device=dev)
+        targets = torch.tensor(trie.targets, device=dev)
+        owners = torch.tensor(trie.owners, device=dev)
+        n_cands = int(owners.max()) + 1
+        out = []
+        for r in range(len(suffixes)):  # one row at a time bounds the (1 + nodes) x vocab float32 log-prob buffer
+            logp = self._log_probs(hidden[r, width - 1:])
+            scores = torch.zeros(n_cands, dtype=torch.float64, device=dev)
+            scores.index_add_(0, owners, logp[sources, targets].double())
+            out.append(scores.tolist())
+        return out
+
+    def _forward_suffixes(self, prefix: list[tuple[Any, Any]], prefix_len: int, suffixes: list[list[int]],
+                          trie: CandidateTrie | None = None) -> tuple[Any, int]:
+        """Hidden states of [left-padded suffixes | trie nodes] on top of the shared prefix, and the suffix width."""
+        import torch
         from transformers import DynamicCache
 
-        rows, width, nodes = len(suffixes), max(len(s) for s in suffixes), len(trie)
+        rows, width, nodes = len(suffixes), max(len(s) for s in suffixes), len(trie) if trie is not None else 0
         span = width + nodes
         dev = self.device
         ids = torch.full((rows, span), self.pad_id, dtype=torch.long)
@@ -176,7 +195,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         for r, suffix in enumerate(suffixes):
             ids[r, width - len(suffix):width] = torch.tensor(suffix, dtype=torch.long)
             valid[r, width - len(suffix):width] = True
-        if nodes:
+        if trie is not None and nodes:
             ids[:, width:] = torch.tensor(trie.tokens, dtype=torch.long)
             valid[:, width:] = True
         # Positions: prefix, then each row's real suffix tokens, then trie nodes by depth after the suffix.
@@ -201,17 +220,28 @@ class TransformersBackend(TokenizerMixin, Backend):
             cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer_idx)
         hidden = self._body(input_ids=ids.to(dev), attention_mask=mask[:, None].to(dev), position_ids=positions.to(dev),
                             past_key_values=cache, use_cache=True).last_hidden_state
-        sources = torch.tensor(trie.sources, device=dev)
-        targets = torch.tensor(trie.targets, device=dev)
-        owners = torch.tensor(trie.owners, device=dev)
-        n_cands = int(owners.max()) + 1
-        out = []
-        for r in range(rows):  # one row at a time bounds the (1 + nodes) x vocab float32 log-prob buffer
-            logp = self._log_probs(hidden[r, width - 1:])
-            scores = torch.zeros(n_cands, dtype=torch.float64, device=dev)
-            scores.index_add_(0, owners, logp[sources, targets].double())
-            out.append(scores.tolist())
-        return out
+        return hidden, width
+
+    def next_token_logprobs(self, prompts: list[str]) -> Any:
+        """(len(prompts), vocab) float32 numpy log-probabilities of the next token after each prompt; the prompts'
+        common prefix runs once, batches are sized by the token budget."""
+        import numpy as np
+        import torch
+
+        prompt_ids = self.encode_many(prompts)
+        if not prompt_ids:
+            return np.zeros((0, 0), dtype=np.float32)
+        prefix_len = min(common_prefix_length(prompt_ids), min(len(p) for p in prompt_ids) - 1)
+        out = [None] * len(prompts)
+        with torch.inference_mode():
+            prefix = self._prefix_cache(prompt_ids[0][:prefix_len])
+            suffixes = [p[prefix_len:] for p in prompt_ids]
+            for batch in self._batches([len(s) for s in suffixes]):
+                hidden, width = self._forward_suffixes(prefix, prefix_len, [suffixes[b] for b in batch])
+                logp = self._log_probs(hidden[:, width - 1])
+                for b, row in zip(batch, logp.cpu().numpy()):
+                    out[b] = row
+        return np.stack(out).astype(np.float32)
 
     # -- generation -----------------------------------------------------------------------------------------------
     def generate(self, prompts: list[str], max_tokens: int = 64, choices: list[str] | None = None,

@@ -111,3 +111,18 @@ def test_generate_mode_records_parse_status(shared_data, bf16_backend):
         assert (r["status"] == "ok") == (r["label"] in ("negative", "positive"))
         assert r["status"] == "ok" or r["reason"]
         assert isinstance(r["raw_answer"], str)
+
+
+@pytest.mark.slow
+def test_next_token_logprobs_agree_with_label_scores(fp32_backend):
+    """The full next-token distribution (kNN prompting's features) matches score() on one-token candidates."""
+    prompts = [fp32_backend.chat_prompt([{"role": "user", "content": f"Is '{t}' positive or negative? One word."}])
+               for t in ("I loved it", "Terrible, boring film.", "ok")]
+    cands = ["positive", "negative"]
+    ids = [fp32_backend.encode(c) for c in cands]
+    assert all(len(i) == 1 for i in ids)
+    dist = fp32_backend.next_token_logprobs(prompts)
+    assert dist.shape == (3, fp32_backend.model.get_output_embeddings().weight.shape[0])
+    scored = fp32_backend.score(prompts, [cands] * 3)
+    for row, scores in zip(dist, scored):
+        assert [row[i[0]] for i in ids] == pytest.approx(scores, abs=0.05)

@@ -1,0 +1,144 @@
+"""The labeling-method family: wrap a `Labeler` (the LLM) and use a labeled pool beyond what fits in the prompt.
+
+`fit(pool, dev)` once (pool: labeled `Example`s; dev: held-out labeled examples for choosing settings), then
+`label_texts(texts, pairs)` -> `LabelResult`s with a distribution over the task's labels, like the Labeler's.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmlabel.errors import ConfigError
+from llmlabel.labeler import Labeler, LabelResult, LabelStats
+from llmlabel.selection.base import Example
+
+
+class LabelingMethod(ABC):
+    """Base class; subclasses set `name` and implement `_fit` and `_probs`."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, labeler: Labeler, seed: int = 0):
+        self.labeler = labeler
+        self.task = labeler.task
+        self.seed = seed
+        self.fitted = False
+        self.report: dict[str, Any] = {}
+        self.stats = LabelStats()
+
+    def fit(self, pool: Sequence[Example], dev: Sequence[Example] | None = None) -> "LabelingMethod":
+        """Fit on the labeled pool; `dev` (held out) chooses settings where the method has any. Returns self."""
+        if not pool:
+            raise ConfigError(f"method '{self.name}' needs a non-empty labeled pool")
+        bad = sorted({ex.label for ex in [*pool, *(dev or [])]} - set(self.task.names))
+        if bad:
+            raise ConfigError(f"method '{self.name}': pool label '{bad[0]}' is not a task label")
+        self._fit(list(pool), list(dev or []))
+        self.fitted = True
+        return self
+
+    def label_texts(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None) -> list[LabelResult]:
+        """Label texts (and their pairs)."""
+        if not self.fitted:
+            raise ConfigError(f"method '{self.name}' is not fit: call fit(pool) first")
+        pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
+        probs = self._probs(list(texts), pairs)
+        names = self.task.names
+        out = []
+        for row in probs:
+            best = int(np.argmax(row))
+            out.append(LabelResult(names[best], dict(zip(names, row.tolist())), float(row[best])))
+        return out
+
+    def iter_label(self, rows: Iterable[dict[str, Any]], total: int | None = None, chunk_size: int = 256
+                   ) -> Iterator[tuple[dict[str, Any], LabelResult]]:
+        """Yield (row, result) in input order, a chunk at a time (streaming); empty texts become 'skipped' rows."""
+        import time
+
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        bar = tqdm(total=total, disable=not self.labeler.progress, unit="row", desc=f"labeling ({self.name})")
+        chunk: list[dict[str, Any]] = []
+
+        def flush() -> Iterator[tuple[dict[str, Any], LabelResult]]:
+            texts = [self.task.texts(r) for r in chunk]
+            keep = [i for i, (t, _) in enumerate(texts) if t is not None and str(t).strip()]
+            results = self.label_texts([str(texts[i][0]) for i in keep],
+                                       [None if texts[i][1] is None else str(texts[i][1]) for i in keep])
+            by_index = dict(zip(keep, results))
+            for i, row in enumerate(chunk):
+                result = by_index.get(i) or LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped",
+                                                        "empty text")
+                self.stats.rows += 1
+                self.stats.statuses[result.status] += 1
+                yield row, result
+            bar.update(len(chunk))
+
+        try:
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) >= chunk_size:
+                    yield from flush()
+                    chunk = []
+            if chunk:
+                yield from flush()
+        finally:
+            bar.close()
+            self.stats.seconds += time.perf_counter() - start
+
+    def merge(self, row: dict[str, Any], result: LabelResult) -> dict[str, Any]:
+        """`row` plus the result's columns (see `Labeler.merge`)."""
+        return self.labeler.merge(row, result)
+
+    def label(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Label dataset rows; returns rows merged with the output columns (as `Labeler.label`)."""
+        texts, pairs = zip(*(self.task.texts(r) for r in rows)) if rows else ((), ())
+        results = self.label_texts([str(t) for t in texts], [None if p is None else str(p) for p in pairs])
+        return [self.labeler.merge(r, res) for r, res in zip(rows, results)]
+
+    @abstractmethod
+    def _fit(self, pool: list[Example], dev: list[Example]) -> None:
+        """Fit; the pool's and dev's labels are task label names."""
+
+    @abstractmethod
+    def _probs(self, texts: list[str], pairs: list[str | None]) -> np.ndarray:
+        """(len(texts), n_labels) distributions in task label order."""
+
+    # Helpers ------------------------------------------------------------------------------------------------------
+    def llm_probs(self, texts: list[str], pairs: list[str | None]) -> np.ndarray:
+        """The wrapped Labeler's distributions (its calibration applied; cached like any labeling)."""
+        results = self.labeler.label_texts(texts, pairs)
+        return np.asarray([[r.label_probs[n] for n in self.task.names] for r in results])
+
+    def accuracy(self, probs: np.ndarray, examples: Sequence[Example]) -> float:
+        """Share of `examples` whose label is the argmax of `probs`."""
+        gold = np.asarray([self.task.names.index(ex.label) for ex in examples])
+        return float((probs.argmax(axis=1) == gold).mean()) if len(gold) else 0.0
+
+
+def split_dev(pool: Sequence[Example], dev_size: int, seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """A random held-out dev slice of `dev_size` (at most a fifth of the pool) and the rest."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pool))
+    n_dev = min(dev_size, len(pool) // 5)
+    return [pool[i] for i in order[n_dev:]], [pool[i] for i in order[:n_dev]]
+
+
+def make_method(name: str, labeler: Labeler, seed: int = 0, **options: Any) -> LabelingMethod:
+    """A labeling method by registry name; unknown names and options give a one-line error."""
+    import inspect
+
+    from llmlabel.errors import unknown
+    from llmlabel.registry import methods
+
+    cls = methods.get(name)
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "labeler", "seed")]
+    for option in options:
+        if option not in valid:
+            raise ConfigError(unknown(f"option for method '{name}'", option, valid or ["(none)"]))
+    return cls(labeler, seed=seed, **options)
