@@ -182,3 +182,35 @@ def test_context_length_is_read_despite_faults(tokenizer_dir):
         backend = OpenAIBackend(base_url=server.url, served_model="m", tokenizer=tokenizer_dir, backoff=0.0)
         assert backend.max_context == 1234  # not the tokenizer's fallback
         assert backend.max_context == 1234 and server.stats()["stats"]["GET /v1/models"] == 4  # asked once
+
+
+@pytest.mark.parametrize("calibration", ["contextual", "batch"])
+def test_failed_calibration_probes_fail_rows_not_the_run(calibration, tmp_path):
+    """When the content-free probes of calibration fail for good, the scored rows are kept as failed (their raw
+    scores cached) and the run completes; once the server answers, a re-run finishes them from the cache."""
+    from llmlabel.backends.fake import FakeBackend
+    from llmlabel.cache import ResultCache
+    from llmlabel.errors import BackendError
+    from llmlabel.labeler import Labeler
+    from llmlabel.task import LabelTask
+
+    class ProbesFail(FakeBackend):
+        down = True
+
+        def score(self, prompts, candidates):
+            if self.down and any("[MASK]" in p for p in prompts):
+                raise BackendError("POST /v1/completions failed: HTTP 503: down after 6 attempts")
+            return super().score(prompts, candidates)
+
+    rows = sentiment_rows(8)  # fewer than batch calibration's 16 rows: the content-free prior stands in
+    task = LabelTask(labels=["negative", "positive"])
+    backend = ProbesFail()
+    labeler = Labeler(backend, task, calibration=calibration, cache=ResultCache(tmp_path / "c.sqlite"))
+    first = labeler.label(rows)
+    assert [r["id"] for r in first] == list(range(8))
+    assert {r["status"] for r in first} == {"failed"}
+    assert all(r["reason"].startswith("calibration: POST /v1/completions failed: HTTP 503") for r in first)
+    backend.down = False
+    again = Labeler(backend, task, calibration=calibration, cache=ResultCache(tmp_path / "c.sqlite"))
+    second = again.label(rows)
+    assert {r["status"] for r in second} == {"ok"} and again.stats.cached >= 8
