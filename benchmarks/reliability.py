@@ -59,6 +59,7 @@ SCENARIOS: list[tuple[str, dict[str, Any], str, bool]] = [
       "slow_seconds": SLOW}, "generate", True),
     ("garbage 200s: NaN logprobs, a choice missing (10%)", {"rates": {"garbage": 0.10}}, "score", True),
     ("outage: 20% of prompts get 503 on every attempt", {"outage": 0.20}, "score", True),
+    ("server down for the whole first pass (503 to everything)", {"outage": 1.0}, "score", True),
 ]
 
 
@@ -123,8 +124,11 @@ def fault_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -> l
             stats = server.stats()
             injected = sum(stats["faults"].values()) + stats["stats"].get("outage", 0)
             failed = [p for p in first if p["status"] == "failed"]
-            # Every attempt of a request that failed for good was a fault: those faults were not survived.
-            attempts = [int(m[1]) if (m := re.search(r"after (\d+) attempts", p["reason"])) else 1 for p in failed]
+            # Every attempt of a request that failed for good was a fault: those faults were not survived. Rows the
+            # circuit breaker failed without sending cost no attempt.
+            attempts = [0 if p["reason"].startswith("not sent:") else
+                        int(m[1]) if (m := re.search(r"after (\d+) attempts$", p["reason"])) else 1
+                        for p in failed]
             lost1, dup1 = _lost_duplicated(ids, first)
             final, recomputed = first, 0
             if failed:
@@ -141,6 +145,7 @@ def fault_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -> l
             "same_as_fault_free": _outcome(final) == references[(mode, token_ids)],
             "final_statuses": dict(again["stats"]["statuses"]) if failed else dict(summary["stats"]["statuses"]),
             "failure_reasons": sorted({re.sub(r"127\.0\.0\.1:\d+", "HOST", p["reason"]) for p in failed}),
+            "rows_not_sent_by_breaker": sum(p["reason"].startswith("not sent:") for p in failed),
             "seconds": round(time.perf_counter() - start, 2)}
         records.append(record)
         print(f"{name}: {injected} faults, {record['faults_survived']} survived, {len(failed)} rows failed first, "

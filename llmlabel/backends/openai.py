@@ -64,6 +64,10 @@ MAX_LOGPROB_TOKEN_IDS = 128
 TOKEN_ID_FIELDS = ("logprob_token_ids", "return_tokens_as_token_ids")
 #: connections per HTTP client: larger pools cost more per request (see `OpenAIBackend._gather`)
 POOL_SHARD = 8
+#: after this many requests in a row fail for good (and at least twice `concurrency`), the server is taken to be
+#: down: the rest of the call fails at once instead of each request waiting out its retries, and the next call
+#: sends one request first to see whether it is back (a circuit breaker)
+BREAKER_FAILURES = 32
 #: statuses whose `Retry-After` header is honoured (RFC 9110 defines it for both)
 RETRY_AFTER_STATUSES = (429, 503)
 #: what an API key may look like: printable ASCII without spaces (anything else cannot go in an HTTP header)
@@ -311,6 +315,9 @@ class OpenAIBackend(TokenizerMixin, Backend):
         self.model_id = f"openai:{self.base_url}:{self.served_model}"
         self._max_context: int | None = None
         self._ssl: Any = None
+        #: requests in a row that failed for good, and the last one's error (the circuit breaker's state)
+        self._failures_in_row = 0
+        self._last_failure = ""
         #: whether the server honours `logprob_token_ids` (None: not known yet; False: score with echo)
         self._token_id_scoring: bool | None = None
 
@@ -406,7 +413,10 @@ class OpenAIBackend(TokenizerMixin, Backend):
         server on 2 shared cores: about 100 vs 280 requests/s).
 
         A job that fails for good (`RequestFailed`) yields its error in its place and the others go on; any other
-        error (a rejected request: a configuration mistake) cancels them all and is raised.
+        error (a rejected request: a configuration mistake) cancels them all and is raised. Once `BREAKER_FAILURES`
+        requests in a row have failed for good, the remaining jobs fail at once without being sent (their rows are
+        recorded as failed, and retried by a re-run); when a call starts in that state, one job is sent alone first
+        and a success closes the breaker again.
         """
         results: list[Any] = [None] * len(jobs)
         queue = iter(enumerate(jobs))  # shared by the workers; next() never awaits, so no two take the same job
@@ -421,16 +431,34 @@ class OpenAIBackend(TokenizerMixin, Backend):
             clients = [await stack.enter_async_context(self._client(min(POOL_SHARD, workers - start)))
                        for start in range(0, workers, POOL_SHARD)]
 
+            threshold = max(BREAKER_FAILURES, 2 * self.concurrency)
+
+            async def attempt(index: int, job: Callable[[Any], Awaitable[T]], client: Any) -> None:
+                try:
+                    results[index] = await job(client)
+                    self._failures_in_row = 0
+                except RequestFailed as exc:
+                    results[index] = exc
+                    self._failures_in_row += 1
+                    self._last_failure = str(exc)
+                if bar is not None:
+                    bar.update(1)
+
             async def work(worker: int) -> None:
                 client = clients[worker // POOL_SHARD]
                 for index, job in queue:
-                    try:
-                        results[index] = await job(client)
-                    except RequestFailed as exc:
-                        results[index] = exc
-                    if bar is not None:
-                        bar.update(1)
+                    if self._failures_in_row >= threshold:
+                        results[index] = RequestFailed(_one_line(
+                            f"not sent: the last {self._failures_in_row} requests failed for good, so the server "
+                            f"looks down (last: {self._last_failure})", 500))
+                        if bar is not None:
+                            bar.update(1)
+                    else:
+                        await attempt(index, job, client)
 
+            if self._failures_in_row >= threshold and clients:  # half-open: is the server back?
+                index, job = next(queue)
+                await attempt(index, job, clients[0])
             tasks = [asyncio.ensure_future(work(w)) for w in range(workers)]
             try:
                 await asyncio.gather(*tasks)
@@ -448,12 +476,13 @@ class OpenAIBackend(TokenizerMixin, Backend):
     def _per_prompt(results: list[Any]) -> list[Any]:
         """`results` (one per prompt) as they are when none failed; else raise the failure.
 
-        All failed: the first `RequestFailed` itself. Some failed: a `PartialFailure` carrying every result.
+        All failed for the same reason: that `RequestFailed` itself. Otherwise a `PartialFailure` carrying every
+        result, so each prompt keeps its own reason.
         """
         failed = [r for r in results if isinstance(r, BackendError)]
         if not failed:
             return results
-        if len(failed) == len(results):
+        if len(failed) == len(results) and len({str(f) for f in failed}) == 1:
             raise failed[0]
         raise PartialFailure(results)
 

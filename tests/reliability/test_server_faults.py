@@ -214,3 +214,32 @@ def test_failed_calibration_probes_fail_rows_not_the_run(calibration, tmp_path):
     again = Labeler(backend, task, calibration=calibration, cache=ResultCache(tmp_path / "c.sqlite"))
     second = again.label(rows)
     assert {r["status"] for r in second} == {"ok"} and again.stats.cached >= 8
+
+
+def test_a_down_server_trips_the_breaker_and_a_recovered_one_closes_it(tokenizer_dir, tmp_path):
+    """A server that answers 503 to everything: after BREAKER_FAILURES requests in a row fail for good, the rest
+    of the rows fail at once (kept, with the reason) instead of each waiting out its retries; once the server is
+    back, one probe request closes the breaker and a re-run labels exactly the failed rows."""
+    from llmlabel.backends import openai
+
+    rows = 120
+    data = write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(rows))
+    with serve_faults({"outage": 1.0}) as server:
+        recipe = openai_recipe(tmp_path, data, server.url, tokenizer_dir, max_retries=1, concurrency=4)
+        summary, predictions = run(recipe)
+        sent = server.stats()["stats"]["POST /v1/completions"]
+        assert_complete(predictions, list(range(rows)))
+        assert summary["stats"]["statuses"] == {"failed": rows}
+        tried = [p for p in predictions if p["reason"].startswith("POST ") and
+                 p["reason"].endswith("HTTP 503: outage after 2 attempts")]
+        skipped = [p for p in predictions if p["reason"].startswith("not sent: the last ")]
+        assert len(tried) + len(skipped) == rows
+        assert openai.BREAKER_FAILURES <= len(tried) < openai.BREAKER_FAILURES + 4 + 16  # + requests in flight
+        assert sent == 2 * len(tried)  # the skipped rows cost no request
+        assert "so the server looks down (last: POST" in skipped[0]["reason"]
+
+        server.configure(outage=0.0)
+        server.reset()
+        summary, predictions = run(recipe)
+        assert summary["stats"]["statuses"] == {"ok": rows} and summary["stats"]["computed"] == rows
+        assert server.stats()["stats"]["POST /v1/completions"] == rows
