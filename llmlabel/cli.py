@@ -31,9 +31,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     typer.echo(f"labeled {summary['rows']} rows with {summary['backend']} ({summary['mode']} mode) in "
                f"{stats['seconds']:.1f} s ({stats['items_per_second']:.1f} items/s; {stats['cached']} from cache)")
     problems = {k: v for k, v in stats["statuses"].items() if k != "ok"}
-    if problems or stats["truncated"]:
-        typer.echo("rows not ok: " + ", ".join(f"{k} {v}" for k, v in problems.items())
-                   + (f"; truncated {stats['truncated']}" if stats["truncated"] else ""))
+    invalid = stats.get("invalid_text", 0) + summary.get("invalid_utf8_rows", 0)
+    notes = [f"{k} {v}" for k, v in problems.items()]
+    notes += [f"truncated {stats['truncated']}"] if stats["truncated"] else []
+    notes += [f"invalid text (shown as U+FFFD) {invalid}"] if invalid else []
+    if notes:
+        typer.echo("rows not ok: " + ", ".join(notes))
+    if problems.get("failed"):
+        typer.echo("failed rows are not cached: run the same command again to retry only them")
     if "metrics" in summary:
         typer.echo(format_report(summary["metrics"]))
     typer.echo(f"predictions: {summary['predictions']}\nreport: {summary['report']}")

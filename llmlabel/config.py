@@ -1,4 +1,9 @@
-"""Recipes: YAML files validated by pydantic. Unknown keys are errors with a did-you-mean; no code runs on load."""
+"""Recipes: YAML files validated by pydantic. Unknown keys are errors with a did-you-mean; no code runs on load.
+
+Recipes are read with `yaml.safe_load` (no Python tags, so no code can run), may not expand past
+`MAX_RECIPE_VALUES` values (YAML aliases can blow a tiny file up exponentially), and may not carry API keys
+(`model.options.api_key` is refused: keys come from the environment or a key file, see the openai backend).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmlabel.errors import ConfigError, suggest, unknown
+
+#: most values (mapping keys, values and list items) a recipe may hold once its YAML aliases are expanded
+MAX_RECIPE_VALUES = 100_000
+#: backend options that would put a secret into a recipe file, a `--set`/`--option` flag or shell history
+SECRET_OPTIONS = ("api_key",)
 
 
 class _Strict(BaseModel):
@@ -24,6 +34,17 @@ class ModelConfig(_Strict):
     name: str = "smollm2"
     #: backend constructor options, e.g. {dtype: float32} or {base_url: http://127.0.0.1:8000/v1}
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The value is never echoed: pydantic shows no input for a mapping, and this message names only the key.
+        for key in SECRET_OPTIONS:
+            if key in value:
+                raise ValueError(f"'{key}' is not accepted in recipes or flags (it would end up in files and shell "
+                                 "history); set the OPENAI_API_KEY environment variable (or the one named by "
+                                 "api_key_env) or give api_key_file: /path/to/key")
+        return value
 
 
 class DataConfig(_Strict):
@@ -250,6 +271,23 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def _check_size(data: Any, source: str) -> None:
+    """Refuse a recipe that expands to more than `MAX_RECIPE_VALUES` values (a YAML alias bomb), before anything
+    walks it as a tree (a shared node is counted every time it is referenced, which is what such a walk costs)."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_RECIPE_VALUES:
+            raise ConfigError(f"{source}: the recipe expands to more than {MAX_RECIPE_VALUES:,} values (deeply nested "
+                              "YAML aliases?); write it out without them")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
                 data: dict[str, Any] | None = None, source: str | None = None) -> RecipeBase:
     """Load and validate a recipe from a YAML file (or a dict), applying `--set` style overrides.
@@ -269,6 +307,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe must be a YAML mapping")
+    _check_size(data, source)
     data = dict(data)
     for key, value in parse_overrides(overrides or []):
         _set_path(data, key, value)

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -191,41 +192,93 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write rows to `path` (format from its extension), atomically: a temp file renamed into place.
+#: lone UTF-16 surrogates (e.g. read from a JSON "\udc80" escape): valid in a Python str, not in a UTF-8 file
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
-    JSONL and CSV are written as the rows arrive (a generator streams with flat memory); JSON and Parquet collect
-    the rows first.
+
+def _scrub(value: Any) -> Any:
+    """`value` with lone surrogates in its strings replaced by U+FFFD (for CSV and Parquet, which cannot escape)."""
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """JSON text of `value`; non-ASCII is written as is, except that lone surrogates force \\u escapes (valid JSON
+    that reads back to the same string; raw, they are not UTF-8)."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    if _SURROGATES.search(text):
+        text = json.dumps(value, ensure_ascii=True, **options)
+    return text
+
+
+def atomic_write(path: str | Path, write: Any, text: bool = True) -> Path:
+    """Create `path` atomically: `write(handle_or_tmp_path)` fills a temp file beside it, which is flushed to disk
+    and renamed into place, so readers see the old file or the whole new one, never a part.
+
+    `text=True` passes an open UTF-8 text handle; `text=False` passes the temp file's path (for writers that open
+    it themselves). Temp files left by a killed writer (`.<name>.*.tmp`) are removed first.
     """
     path = Path(path).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise DataError(f"unsupported output type '{suffix or path.name}'; use one of: {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed while writing
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            if suffix == ".jsonl":
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            elif suffix == ".json":
-                json.dump(list(rows), handle, ensure_ascii=False, indent=1)
-            elif suffix == ".csv":
-                writer = None
-                for row in rows:
-                    if writer is None:  # columns from the first row; later extra keys are an error
-                        writer = csv.DictWriter(handle, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow({k: _jsonable(v) for k, v in row.items()})
-        if suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
+        if text:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            os.close(fd)
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Write rows to `path` (format from its extension), atomically: a temp file renamed into place (see
+    `atomic_write`), so an interrupted run leaves the previous file whole and no partial one.
+
+    JSONL and CSV are written as the rows arrive (a generator streams with flat memory); JSON and Parquet collect
+    the rows first. Text holding lone surrogates (invalid Unicode) is written as \\u escapes in JSON/JSONL (read back
+    unchanged) and as U+FFFD in CSV/Parquet.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"unsupported output type '{suffix or path.name}'; use one of: {', '.join(FORMATS)}")
+
+    def write_text(handle: Any) -> None:
+        if suffix == ".jsonl":
+            for row in rows:
+                handle.write(json_text(row) + "\n")
+        elif suffix == ".json":
+            handle.write(json_text(list(rows), indent=1))
+        elif suffix == ".csv":
+            writer = None
+            for row in rows:
+                if writer is None:  # columns from the first row; later extra keys are an error
+                    writer = csv.DictWriter(handle, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow({k: _scrub(_jsonable(v)) for k, v in row.items()})
+
+    def write_parquet(tmp: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(_scrub(list(rows))), tmp)
+
+    if suffix == ".parquet":
+        return atomic_write(path, write_parquet, text=False)
+    return atomic_write(path, write_text)

@@ -50,3 +50,17 @@ def unknown(kind: str, value: str, choices: Iterable[str]) -> str:
 
 class BackendError(LLMLabelError):
     """A model server or engine failed for some rows after retries; those rows are recorded as failed, not raised."""
+
+
+class PartialFailure(BackendError):
+    """Some prompts of one backend call failed for good while the others succeeded.
+
+    `results[i]` is prompt `i`'s result, or the `BackendError` that failed it, so the labeler keeps (and caches)
+    every row that succeeded and records only the others as failed; a re-run then retries just those.
+    """
+
+    def __init__(self, results: list[object]):
+        failed = [r for r in results if isinstance(r, BackendError)]
+        first = failed[0] if failed else "none"
+        super().__init__(f"{len(failed)} of {len(results)} prompts failed; first: {first}")
+        self.results = results

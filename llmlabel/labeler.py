@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 
 from llmlabel.backends.base import Backend
 from llmlabel.cache import ResultCache, cache_key
-from llmlabel.errors import BackendError, ConfigError, suggest, unknown
+from llmlabel.errors import BackendError, ConfigError, PartialFailure, suggest, unknown
 from llmlabel.parsing import parse_answer
 from llmlabel.prompts import load_prompt
 from llmlabel.task import LabelTask
@@ -37,6 +38,15 @@ class _Item(NamedTuple):
     cands: tuple[int, ...] | None
     truncated: bool
 
+
+#: Code points that cannot be encoded (lone UTF-16 surrogates, e.g. from a JSON "\udc80" escape): no tokenizer
+#: or UTF-8 file takes them, so the model is shown U+FFFD instead (the row is counted in `stats.invalid_text`).
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+#: Texts longer than `max_context * MAX_CHARS_PER_TOKEN` characters are cut to that before tokenizing: they are
+#: truncated anyway, and tokenizing a 1 MB text three times to find the cut took seconds per row. (A token covers
+#: far fewer characters than this, so the cut prefix still fills the context.)
+MAX_CHARS_PER_TOKEN = 32
 
 #: Columns the labeler adds to each row.
 OUTPUT_COLUMNS = ("label", "label_probs", "confidence", "status", "reason", "raw_answer", "truncated")
@@ -70,6 +80,8 @@ class LabelStats:
     cached: int = 0
     computed: int = 0
     truncated: int = 0
+    #: rows whose text held lone surrogates (invalid Unicode), shown to the model as U+FFFD
+    invalid_text: int = 0
     statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -81,8 +93,13 @@ class LabelStats:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON reports."""
         return {"rows": self.rows, "cached": self.cached, "computed": self.computed, "truncated": self.truncated,
-                "statuses": dict(self.statuses), "seconds": round(self.seconds, 3),
+                "invalid_text": self.invalid_text, "statuses": dict(self.statuses), "seconds": round(self.seconds, 3),
                 "items_per_second": round(self.items_per_second, 3)}
+
+
+def _failed(names: list[str], reason: str, truncated: bool = False) -> LabelResult:
+    """A row kept as failed: no label, zero probabilities, the reason."""
+    return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", reason, truncated=truncated)
 
 
 def _softmax(scores: list[float]) -> list[float]:
@@ -179,7 +196,9 @@ class Labeler:
         if label not in self.task.names:
             raise ConfigError(f"few-shot example label '{label}' is not a task label; valid: "
                               + ", ".join(self.task.names))
-        return {"text": str(ex["text"]), "text_pair": ex.get("text_pair"), "label": label}
+        pair = ex.get("text_pair")
+        return {"text": self.backend.escape_text(str(ex["text"])),
+                "text_pair": None if pair is None else self.backend.escape_text(str(pair)), "label": label}
 
     # -- prompts --------------------------------------------------------------------------------------------------
     def _render(self, text: str, text_pair: str | None, label: Any = None,
@@ -207,6 +226,11 @@ class Labeler:
              cands: Sequence[int] | None = None) -> tuple[str, str | None, bool]:
         """Cut the text (longest field first) so prompt + answer fit the model's context; flag when cut."""
         limit = self.backend.max_context - self._longest_answer_tokens() - 1
+        budget = self.backend.max_context * MAX_CHARS_PER_TOKEN
+        precut = len(text) > budget or (text_pair is not None and len(text_pair) > budget)
+        if precut:
+            text = text[:budget]
+            text_pair = None if text_pair is None else text_pair[:budget]
 
         def render(t: str, p: str | None) -> str:
             return self._render(t, p, self.task.labels[0], examples, cands)
@@ -214,10 +238,10 @@ class Labeler:
         probe = render(text, text_pair)
         # Each token is at least one UTF-8 byte, so short prompts cannot overflow: skip tokenizing them.
         if len(probe.encode("utf-8", "surrogatepass")) <= limit:
-            return text, text_pair, False
+            return text, text_pair, precut
         excess = self.backend.count_tokens(probe) - limit
         if excess <= 0:
-            return text, text_pair, False
+            return text, text_pair, precut
         for _ in range(3):  # token counts of parts do not add exactly; re-check after each cut
             if text_pair is not None and self.backend.count_tokens(text_pair) > self.backend.count_tokens(text):
                 text_pair = self.backend.truncate(text_pair, max(self.backend.count_tokens(text_pair) - excess - 8, 0))
@@ -242,30 +266,48 @@ class Labeler:
                          max_answer_tokens=self.max_answer_tokens if self.mode == "generate" else None)
 
     # -- raw results ----------------------------------------------------------------------------------------------
-    def _compute(self, items: list[_Item]) -> list[dict[str, Any]]:
-        """Raw results (label scores + token counts, or the answer) for items."""
+    @staticmethod
+    def _call(n: int, method: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        """`method(*args, **kwargs)`'s `n` per-prompt results; a prompt that failed for good has its BackendError
+        in its place (all of them when the whole call failed)."""
+        try:
+            return list(method(*args, **kwargs))
+        except PartialFailure as exc:
+            return list(exc.results)
+        except BackendError as exc:
+            return [exc] * n
+
+    def _compute(self, items: list[_Item]) -> list[dict[str, Any] | BackendError]:
+        """Raw results (label scores, or the answer) for items; an item whose backend call failed for good gets
+        the `BackendError` instead."""
         if self.mode == "generate":
             prompts = [self._render(it.text, it.text_pair, examples=it.examples, cands=it.cands) for it in items]
             # Choices differ per row only when labels are restricted.
             choices_per = [self._texts(it.cands) if self.backend.supports_choices else None for it in items]
             if all(c == choices_per[0] for c in choices_per):
-                answers = self.backend.generate(prompts, max_tokens=self.max_answer_tokens, choices=choices_per[0])
+                answers = self._call(len(prompts), self.backend.generate, prompts,
+                                     max_tokens=self.max_answer_tokens, choices=choices_per[0])
             else:
-                answers = [self.backend.generate([p], max_tokens=self.max_answer_tokens, choices=c)[0]
-                           for p, c in zip(prompts, choices_per)]
-            return [{"answer": a} for a in answers]
+                answers = [self._call(1, self.backend.generate, [p], max_tokens=self.max_answer_tokens,
+                                      choices=c)[0] for p, c in zip(prompts, choices_per)]
+            return [a if isinstance(a, BackendError) else {"answer": a} for a in answers]
         if self.task.multi_label:
             prompts = [self._render(it.text, it.text_pair, lab, it.examples) for it in items
                        for lab in self.task.labels]
-            flat = self.backend.score(prompts, [["yes", "no"]] * len(prompts))
+            flat = self._call(len(prompts), self.backend.score, prompts, [["yes", "no"]] * len(prompts))
             n = len(self.task.labels)
-            return [{"yes_no": flat[i * n:(i + 1) * n]} for i in range(len(items))]
+            out: list[dict[str, Any] | BackendError] = []
+            for i in range(len(items)):
+                part = flat[i * n:(i + 1) * n]
+                error = next((r for r in part if isinstance(r, BackendError)), None)
+                out.append(error if error is not None else {"yes_no": part})
+            return out
         prompts = [self._render(it.text, it.text_pair, examples=it.examples, cands=it.cands) for it in items]
-        scored = self.backend.score(prompts, [self._texts(it.cands) for it in items])
+        scored = self._call(len(prompts), self.backend.score, prompts, [self._texts(it.cands) for it in items])
         out = []
         for it, scores in zip(items, scored):
-            if it.cands is None:
-                out.append({"scores": scores})
+            if isinstance(scores, BackendError) or it.cands is None:
+                out.append(scores if isinstance(scores, BackendError) else {"scores": scores})
             else:
                 full: list[float | None] = [None] * len(self.task.labels)
                 for i, s in zip(sorted(it.cands), scores):
@@ -278,21 +320,19 @@ class Labeler:
         return shown if cands is None else [shown[i] for i in sorted(cands)]
 
     def _raw(self, items: list[_Item]) -> list[dict[str, Any] | BackendError]:
-        """Raw results from the cache where stored, else computed (and stored). Backend failures become values."""
+        """Raw results from the cache where stored, else computed (and stored). Backend failures become values:
+        rows that failed are not stored, so a re-run computes exactly those again."""
         keys = [self._key(it) for it in items]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.stats.cached += len(items) - len(todo)
         results: list[Any] = [found.get(k) for k in keys]
         if todo:
-            try:
-                computed = self._compute([items[i] for i in todo])
-            except BackendError as exc:
-                computed = [exc] * len(todo)
-            else:
-                if self.cache is not None:
-                    self.cache.put_many({keys[i]: r for i, r in zip(todo, computed)})
-                self.stats.computed += len(todo)
+            computed = self._compute([items[i] for i in todo])
+            done = {keys[i]: r for i, r in zip(todo, computed) if not isinstance(r, BackendError)}
+            if self.cache is not None:
+                self.cache.put_many(done)
+            self.stats.computed += len(done)
             for i, r in zip(todo, computed):
                 results[i] = r
         return results
@@ -361,7 +401,7 @@ class Labeler:
                 prior: list[float] | None = None) -> LabelResult:
         names = self.task.names
         if isinstance(raw, BackendError):
-            return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", str(raw), truncated=truncated)
+            return _failed(names, str(raw), truncated)
         if "answer" in raw:
             shown, reason = parse_answer(raw["answer"], self.task.texts_shown)
             label = names[self.task.texts_shown.index(shown)] if shown is not None else None
@@ -471,8 +511,17 @@ class Labeler:
             if text is None or not str(text).strip():
                 prepared.append(LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped", "empty text"))
                 continue
-            texts.append((str(text), None if pair is None else str(pair)))
-            prepared.append(_Item(texts[-1][0], texts[-1][1], (), None, False))
+            text = str(text)
+            pair = None if pair is None else str(pair)
+            if _SURROGATES.search(text) or (pair is not None and _SURROGATES.search(pair)):
+                self.stats.invalid_text += 1
+                text = _SURROGATES.sub("\ufffd", text)
+                pair = None if pair is None else _SURROGATES.sub("\ufffd", pair)
+            # A row's text is only ever text: "<|im_end|>" in it must not end the user's turn.
+            text = self.backend.escape_text(text)
+            pair = None if pair is None else self.backend.escape_text(pair)
+            texts.append((text, pair))
+            prepared.append(_Item(text, pair, (), None, False))
         if not hasattr(self, "_seen_texts"):
             self._seen_texts = [t for t, _ in texts[:200]]
         contexts = iter(self._contexts([t for t, _ in texts], [p for _, p in texts]))
@@ -484,6 +533,7 @@ class Labeler:
         todo = [p for p in prepared if isinstance(p, _Item)]
         raws = iter(self._raw(todo))
         results = []
+        prior_error: BackendError | None = None
         for item in prepared:
             if isinstance(item, LabelResult):
                 results.append(item)
@@ -491,7 +541,16 @@ class Labeler:
             raw = next(raws)
             prior = None
             if isinstance(raw, dict) and "scores" in raw:
-                prior = self._prior_for(item, todo)
+                try:
+                    if prior_error is not None:
+                        raise prior_error
+                    prior = self._prior_for(item, todo)
+                except BackendError as exc:
+                    # The calibration probes failed for good: the row is kept, as failed (its raw scores are cached,
+                    # so a re-run only retries the probes); the rest of this chunk is not retried again.
+                    prior_error = exc
+                    results.append(_failed(self.task.names, f"calibration: {exc}", item.truncated))
+                    continue
             results.append(self._result(raw, item.truncated, prior))
         if self.calibrator is not None and self.calibrator.from_batch:
             results = self._batch_calibrate(results, todo)
@@ -524,6 +583,9 @@ class Labeler:
             saved, self.calibrator = self.calibrator, ContextualCalibrator()
             try:
                 prior = np.asarray(self._prior([items[0].examples] if items else [tuple(self.examples)]))
+            except BackendError as exc:  # no prior: the rows are kept, as failed; a re-run retries the probes
+                return [_failed(names, f"calibration: {exc}", r.truncated) if r.status == "ok" else r
+                        for r in results]
             finally:
                 self.calibrator = saved
         calibrated = Calibrator.apply(probs, prior)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Recipe
-from llmlabel.data import Dataset, load_labels_file, write_rows
+from llmlabel.data import Dataset, atomic_write, json_text, load_labels_file, write_rows
 from llmlabel.errors import ConfigError, DataError, unknown
 from llmlabel.task import LabelTask
 
@@ -100,12 +97,8 @@ def build_method(config: Any, recipe: Recipe, labeler: Any) -> Any:
 
 
 def write_json(data: Any, path: Path) -> None:
-    """Write JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file, fsync, rename: see `llmlabel.data.atomic_write`)."""
+    atomic_write(path, lambda handle: handle.write(json_text(data, indent=1)))
 
 
 def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> dict[str, Any]:

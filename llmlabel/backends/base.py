@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -58,6 +59,11 @@ class Backend(ABC):
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join(lines) + "\nassistant:"
 
+    def escape_text(self, text: str) -> str:
+        """`text` made safe to put inside a prompt as data: strings the model reads as control tokens are broken
+        up, so a row cannot end the user's turn or open an assistant's. Default: unchanged."""
+        return text
+
     def next_token_logprobs(self, prompts: list[str]) -> Any:
         """(len(prompts), vocab) log-probabilities of the next token after each prompt (kNN prompting's anchors).
         Backends that cannot return a full next-token distribution raise NotImplementedError."""
@@ -74,6 +80,15 @@ class Backend(ABC):
         self.close()
 
 
+#: lone UTF-16 surrogates: Hugging Face tokenizers reject strings holding them (a TypeError), so they become U+FFFD
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (anything else is kept as is)."""
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+
+
 class TokenizerMixin:
     """Tokenization shared by the Hugging Face-tokenizer engines, so every backend scores the same token ids.
 
@@ -85,13 +100,13 @@ class TokenizerMixin:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(_encodable(text), add_special_tokens=False)["input_ids"]
 
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """Token ids of several texts at once (fast tokenizers batch this)."""
         if not texts:
             return []
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return self.tokenizer([_encodable(t) for t in texts], add_special_tokens=False)["input_ids"]
 
     def encode_candidates(self, candidates: list[list[str]]) -> list[list[list[int]]]:
         """Token ids of every candidate; each distinct string is encoded once."""
@@ -122,6 +137,22 @@ class TokenizerMixin:
         if len(ids) <= max_tokens:
             return text
         return self.tokenizer.decode(ids[: max(max_tokens, 0)])
+
+    def escape_text(self, text: str) -> str:
+        """`text` with the tokenizer's special-token strings (e.g. "<|im_end|>") broken by a zero-width space after
+        their first character: the tokenizer would otherwise turn them into real control tokens, and a row could
+        end the user's turn and write the assistant's answer itself."""
+        pattern = getattr(self, "_special_pattern", False)
+        if pattern is False:
+            decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+            specials = {tok.content for tok in decoder.values() if getattr(tok, "special", False)}
+            specials |= set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+            specials = sorted((s for s in specials if len(s) > 1), key=len, reverse=True)
+            pattern = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
+            self._special_pattern = pattern
+        if pattern is None or not pattern.search(text):
+            return text
+        return pattern.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """Apply the model's chat template, ending at the start of the assistant's turn."""
