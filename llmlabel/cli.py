@@ -34,6 +34,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if problems or stats["truncated"]:
         typer.echo("rows not ok: " + ", ".join(f"{k} {v}" for k, v in problems.items())
                    + (f"; truncated {stats['truncated']}" if stats["truncated"] else ""))
+    if "executor" in summary:
+        ex = summary["executor"]
+        typer.echo(f"executor {ex['name']}: {ex['workers']} workers, {ex['shards']} shards of {ex['shard_size']} rows "
+                   f"({ex['shards_reused']} reused from an earlier run)")
     if "metrics" in summary:
         typer.echo(format_report(summary["metrics"]))
     typer.echo(f"predictions: {summary['predictions']}\nreport: {summary['report']}")
@@ -45,12 +49,14 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set data.limit=50 "
                                    "--set model.options.dtype=float32. Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    executor: Optional[str] = typer.Option(None, help="Where to label: local or ray (same as --set executor=...)."),
 ) -> None:
     """Run a recipe: label its data, write predictions and a report, and print accuracy when gold exists."""
     from llmlabel.config import Recipe, load_recipe
     from llmlabel.recipes_index import find_recipe
 
-    loaded = load_recipe(find_recipe(str(recipe)), overrides=set_)
+    overrides = [*set_, *([f"executor={executor}"] if executor else [])]
+    loaded = load_recipe(find_recipe(str(recipe)), overrides=overrides)
     summary = loaded.run(progress=not quiet)
     if isinstance(loaded, Recipe):
         _print_summary(summary)
