@@ -81,6 +81,8 @@ class LabelActor:
         from llmlabel.task import LabelTask
 
         start = time.perf_counter()
+        # Progress bars of model loading would be forwarded from every actor to the driver's terminal.
+        os.environ["TQDM_DISABLE"] = "1"
         self.recipe = Recipe.model_validate(recipe)
         self.task = LabelTask.model_validate(task)
         self.backend = load_backend(self.recipe.model.backend, model=self.recipe.model.name,

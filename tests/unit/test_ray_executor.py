@@ -125,6 +125,11 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster):
     # Ray emits only completed attempts: the rows labeled add up to the rows, not more.
     assert summary["stats"]["computed"] == n
     assert sum(w["rows"] for w in summary["executor"]["per_worker"].values()) == n
+    # The killed actor's unfinished shard was retried on its restarted self: a worker (pid) that did not exist
+    # before the kill wrote a shard.
+    assert killed["pid"] in summary["executor"]["per_worker"] or any(
+        w.endswith(f":{killed['pid']}") for w in summary["executor"]["per_worker"])
+    assert len(summary["executor"]["per_worker"]) >= 3, "no replacement actor labeled anything"
     shard_rows = [json.loads(line)["rows"] for line in done_log.read_text().splitlines()]
     assert sorted(json.loads(line)["shard"] for line in done_log.read_text().splitlines()) == list(range(n // 20))
     assert sum(shard_rows) == n
