@@ -359,6 +359,7 @@ class RayExecutor(Executor):
 
         cfg = recipe.ray
         todo = set(pending)
+        put_start = time.perf_counter()
         refs = []
         rows: list[dict[str, Any]] = []
         first_chunk: list[dict[str, Any]] = []
@@ -375,6 +376,7 @@ class RayExecutor(Executor):
                         "_row_id": pa.array(range(first, first + len(rows)), pa.int64()),
                         "_row": pa.array([_row_json(r) for r in rows], pa.string())})))
                     rows = []
+        info["put_seconds"] = round(time.perf_counter() - put_start, 3)
         size, per_gpu, fits = self._pool_size(ray, cfg, len(pending))
         if fits:
             compute = ray.data.ActorPoolStrategy(size=size)
@@ -387,6 +389,7 @@ class RayExecutor(Executor):
         context.enable_progress_bars = False  # ours counts rows; Ray's would interleave with it
         context.print_on_execution_start = False
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+        logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)  # "finished"
         # Ray Data's actor pools already restart dead actors without limit and retry their tasks; pass a limit only
         # when the recipe sets one (Ray then still retries the tasks of a restarted actor).
         remote_args = {"max_restarts": cfg.max_restarts} if cfg.max_restarts != -1 else {}
@@ -402,13 +405,14 @@ class RayExecutor(Executor):
         reused = store.total - sum(store.bounds(i)[1] - store.bounds(i)[0] for i in pending)
         bar = tqdm(total=store.total, initial=reused, disable=not progress, unit="row",
                    desc=f"labeling (ray, {size} workers)")
+        driver = 0.0  # time the driver spends on results (the one serial part: it bounds the cluster's rate)
         try:
             for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+                tick = time.perf_counter()
                 meta += [json.loads(m) for m in batch.column("_meta").to_pylist() if m]
                 shards = [rid // cfg.shard_size for rid in batch.column("_row_id").to_pylist()]
                 for index in sorted(set(shards)):
-                    first = shards.index(index)
-                    part = batch.slice(first, shards.count(index))
+                    part = batch.filter(pa.array([s == index for s in shards]))
                     buffers[index].append(part)
                     counts[index] += part.num_rows
                     lo, hi = store.bounds(index)
@@ -418,9 +422,11 @@ class RayExecutor(Executor):
                     elif counts[index] > hi - lo:
                         raise RuntimeError(f"shard {index} received {counts[index]} rows for {hi - lo} ids")
                 bar.update(batch.num_rows)
+                driver += time.perf_counter() - tick
         finally:
             bar.close()
         info["labeling_seconds"] = round(time.perf_counter() - start, 3)
+        info["collect_seconds"] = round(driver, 3)
         return meta
 
     @staticmethod
@@ -462,7 +468,9 @@ class RayExecutor(Executor):
             if expected != store.total:
                 raise RuntimeError(f"the shards hold {expected} rows, the data {store.total}")
 
+        merge_start = time.perf_counter()
         predictions = write_rows(merged(), recipe.output.path(recipe.output.predictions))
+        info["merge_seconds"] = round(time.perf_counter() - merge_start, 3)
         computed = sum(m["rows"] for m in meta)
         stats = {"rows": store.total, "cached": store.total - computed, "computed": computed, "truncated": truncated,
                  "statuses": dict(statuses), "seconds": round(seconds, 3),
