@@ -21,6 +21,7 @@ an engine has scored so far, and each actor sees different rows, so those labels
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -83,15 +84,23 @@ class LabelActor:
         start = time.perf_counter()
         # Progress bars of model loading would be forwarded from every actor to the driver's terminal.
         os.environ["TQDM_DISABLE"] = "1"
-        self.recipe = Recipe.model_validate(recipe)
-        self.task = LabelTask.model_validate(task)
-        self.backend = load_backend(self.recipe.model.backend, model=self.recipe.model.name,
-                                    **self.recipe.model.options)
-        self.labeler, self.engine = build_engine(self.recipe, self.task, self.backend, cache=None, progress=False)
-        if first_chunk:
-            for _ in self.engine.iter_label(first_chunk):
-                pass
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        #: a user mistake found while building (e.g. a model path missing on this node). It is raised from the first
+        #: batch instead of here: Ray reports a failed actor constructor as a bare "actor died" with the error only in
+        #: the text of a traceback, while a task's exception reaches the driver intact, as a one-line error.
+        self.error: LLMLabelError | None = None
+        try:
+            self.recipe = Recipe.model_validate(recipe)
+            self.task = LabelTask.model_validate(task)
+            self.backend = load_backend(self.recipe.model.backend, model=self.recipe.model.name,
+                                        **self.recipe.model.options)
+            self.labeler, self.engine = build_engine(self.recipe, self.task, self.backend, cache=None,
+                                                     progress=False)
+            if first_chunk:
+                for _ in self.engine.iter_label(first_chunk):
+                    pass
+        except LLMLabelError as exc:
+            self.error = exc
         self.init_seconds = time.perf_counter() - start
         self.announced = False
 
@@ -100,6 +109,8 @@ class LabelActor:
         `row` is the output row as JSON; `_meta` (first row only) carries this batch's counters for the report."""
         import pyarrow as pa
 
+        if self.error is not None:
+            raise self.error
         ids = batch.column("_row_id").to_pylist()
         rows = [json.loads(blob) for blob in batch.column("_row").to_pylist()]
         start = time.perf_counter()
@@ -172,29 +183,48 @@ def _check_backend(recipe: Any) -> None:
 
 
 def _user_error(exc: BaseException) -> LLMLabelError | None:
-    """The LLMLabelError behind a Ray error (a bad option found only when an actor built its backend), if any.
+    """The LLMLabelError behind a Ray error (say, a model path missing on a worker), as a fresh one-line error.
 
-    Ray re-raises a remote exception as a RayTaskError that also subclasses the original class and keeps the
-    original in `.cause`; the original (with its one-line message) is what the user should see."""
+    Ray re-raises a remote exception as a RayTaskError that also subclasses the original class, keeps the original
+    in `.cause`, and appends its own advice to the message; the user should see the original class and first line.
+    """
     seen: set[int] = set()
     todo: list[Any] = [exc]
-    wrapped = None
     while todo:
         err = todo.pop()
         if err is None or id(err) in seen:
             continue
         seen.add(id(err))
         if isinstance(err, LLMLabelError):
-            if "RayTaskError" not in type(err).__name__:
-                return err
-            wrapped = wrapped or err
+            cls = next(c for c in type(err).__mro__
+                       if issubclass(c, LLMLabelError) and "RayTaskError" not in c.__name__)
+            lines = [ln for ln in str(err).splitlines() if ln.strip() and "RayTaskError" not in ln
+                     and not ln.lstrip().startswith("\x1b")]
+            own = getattr(err, "cause", None)
+            text = str(own).strip().splitlines()[0] if isinstance(own, LLMLabelError) and str(own).strip() else (
+                lines[0] if lines else cls.__name__)
+            fresh = cls.__new__(cls)
+            Exception.__init__(fresh, text)
+            return fresh
         todo += [getattr(err, "cause", None), err.__cause__, err.__context__]
-    if wrapped is not None:  # only the wrapper came back: rebuild the original class with the message's last line
-        cls = next(c for c in type(wrapped).__mro__ if issubclass(c, LLMLabelError) and "RayTaskError" not in c.__name__)
-        err = cls.__new__(cls)
-        Exception.__init__(err, str(wrapped).strip().splitlines()[-1])
-        return err
     return None
+
+
+@contextlib.contextmanager
+def _quiet_ray_data() -> Any:
+    """Ray Data logs every failed task with its traceback before raising it; the executor re-raises a user mistake as
+    one line and anything else with its traceback, so those logs (and its progress and 'finished' notes) are muted."""
+    names = ("ray.data._internal.progress", "ray.data._internal.execution.streaming_executor",
+             "ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)
 
 
 class _ShardStore:
@@ -305,9 +335,8 @@ class RayExecutor(Executor):
             try:
                 started = self._connect(ray, cfg)
                 info["connect_seconds"] = round(time.perf_counter() - start, 3)
-                meta = self._label(ray, recipe, task, dataset, store, pending, info, progress)
-            except LLMLabelError:
-                raise
+                with _quiet_ray_data():
+                    meta = self._label(ray, recipe, task, dataset, store, pending, info, progress)
             except Exception as exc:
                 user = _user_error(exc)
                 if user is not None:
@@ -388,8 +417,7 @@ class RayExecutor(Executor):
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts rows; Ray's would interleave with it
         context.print_on_execution_start = False
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
-        logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)  # "finished"
+        context.raise_original_map_exception = True  # a user mistake raised in an actor reaches us as itself
         # Ray Data's actor pools already restart dead actors without limit and retry their tasks; pass a limit only
         # when the recipe sets one (Ray then still retries the tasks of a restarted actor).
         remote_args = {"max_restarts": cfg.max_restarts} if cfg.max_restarts != -1 else {}

@@ -176,3 +176,20 @@ def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
     recipe = load_recipe(data=_recipe(tmp_path, data, "out", executor="ray"))
     with pytest.raises(MissingDependencyError, match=r"executor 'ray' needs the 'ray' package.*pip install 'llmlabel\[ray\]'"):
         recipe.run(progress=False)
+
+
+def test_user_mistake_inside_an_actor_is_one_line(tmp_path, ray_cluster, capsys):
+    # The model path is only resolved where the engine is built, inside the actor: the CLI still prints one line.
+    from llmlabel.cli import main
+
+    data = write_jsonl(tmp_path / "d.jsonl", _rows(6))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps(_recipe(tmp_path, data, "out", model={"backend": "transformers",
+                                                                       "name": str(tmp_path / "no-such-model")},
+                                         executor="ray", ray={"num_workers": 1})))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(recipe), "-q"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: model path not found: {tmp_path / 'no-such-model'}\n" in err
+    assert "Traceback" not in err
