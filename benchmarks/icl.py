@@ -152,6 +152,10 @@ def run_dataset(dataset: str, rows: int, ks: list[int], seeds: list[int], select
                     f"{r['calibration']} {r['accuracy']:.3f}/{r['macro_f1']:.3f}" for r in records), flush=True)
 
 
+def _key(record: dict) -> tuple:
+    return (record["dataset"], record["selector"], record["k"], record["seed"], record["calibration"], record["rows"])
+
+
 def _agg(values: list[float]) -> str:
     if not values:
         return "–"
@@ -207,8 +211,14 @@ def main() -> None:
     data["meta"] = {**data.get("meta", {}), **meta}
 
     def save() -> None:
+        # Merge with what is on disk, so runs of different datasets/selectors can go on side by side.
+        on_disk = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
+        keys = {_key(r) for r in data["results"]}
+        data["results"].extend(r for r in on_disk["results"] if _key(r) not in keys)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+        tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(RESULTS)
         update_readme("icl", render(data["results"], data["meta"]))
 
     if not args.render_only:
