@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from typing import Any
 
@@ -28,18 +29,24 @@ class FakeBackend(Backend):
         delay: seconds slept per scored prompt (to make interruption tests deterministic).
         responses: canned `generate` outputs, picked per prompt by hash (default: echo the prompt's last line).
         max_context: the context size it claims, in whitespace tokens.
+        script: `generate` outputs returned in order, one per prompt across calls (the last one repeats); takes
+            precedence over everything else, even a JSON schema, so tests can feed malformed or invalid JSON.
+        constrained_json: whether it claims JSON-schema generation; it then answers a schema with a deterministic
+            instance of it built from the prompt's words. False plays a server that cannot constrain.
     """
 
     name = "fake"
     supports_choices = True
-    supports_json_schema = False
 
     def __init__(self, model: str | None = None, delay: float = 0.0, responses: list[str] | None = None,
-                 max_context: int = 512):
+                 max_context: int = 512, script: list[str] | None = None, constrained_json: bool = True):
         self.model_id = f"fake:{model or 'default'}"
         self.delay = delay
         self.responses = responses
         self._max_context = max_context
+        self.script = list(script) if script is not None else None
+        self._script_pos = 0
+        self.supports_json_schema = constrained_json
         self.calls = {"score": 0, "generate": 0, "prompts_scored": 0}
 
     @property
@@ -71,10 +78,19 @@ class FakeBackend(Backend):
 
     def generate(self, prompts: list[str], max_tokens: int = 64, choices: list[str] | None = None,
                  json_schema: dict[str, Any] | None = None) -> list[str]:
-        """Best choice when `choices` is given; else a canned response or the prompt's last non-empty line."""
+        """The next `script` entries if scripted; else the best choice when `choices` is given; a schema instance
+        for `json_schema`; else a canned response or the prompt's last non-empty line."""
         self.calls["generate"] += 1
+        if self.script is not None:
+            out = []
+            for _ in prompts:
+                out.append(self.script[min(self._script_pos, len(self.script) - 1)])
+                self._script_pos += 1
+            return out
         if json_schema is not None:
-            raise NotImplementedError("the fake backend does not do JSON-schema generation")
+            if not self.supports_json_schema:
+                raise NotImplementedError("this fake backend plays a server without JSON-schema generation")
+            return [json.dumps(_instance(json_schema, _words(p), p, "$")) for p in prompts]
         if choices:
             return [choices[max(range(len(choices)), key=s.__getitem__)]
                     for s in self.score(prompts, [list(choices)] * len(prompts))]
@@ -100,3 +116,39 @@ class FakeBackend(Backend):
 
     def __repr__(self) -> str:
         return f"FakeBackend({json.dumps(self.model_id)})"
+
+
+def _words(prompt: str) -> list[str]:
+    """Distinct alphabetic words of 4+ letters in the prompt, most frequent first (ties: first seen)."""
+    found = re.findall(r"[A-Za-z]{4,}", prompt.lower())
+    counts: dict[str, int] = {}
+    for word in found:
+        counts[word] = counts.get(word, 0) + 1
+    return sorted(counts, key=lambda w: -counts[w]) or ["word"]
+
+
+def _instance(schema: dict[str, Any], words: list[str], prompt: str, path: str) -> Any:
+    """A deterministic value the (simple) JSON schema accepts: objects with every property, arrays of
+    min(maxItems, max(minItems, 3)) items, strings of prompt words (distinct per path), enums by hash."""
+    if "enum" in schema:
+        return schema["enum"][int(hashlib.sha256((prompt + path).encode()).hexdigest(), 16) % len(schema["enum"])]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        return {key: _instance(sub, words, prompt, f"{path}.{key}")
+                for key, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        count = min(schema.get("maxItems", 3), max(schema.get("minItems", 0), 3))
+        return [_instance(schema.get("items", {}), words, prompt, f"{path}[{i}]") for i in range(count)]
+    if kind == "integer":
+        return int(schema.get("minimum", 0))
+    if kind == "number":
+        return float(schema.get("minimum", 0))
+    if kind == "boolean":
+        return True
+    # Strings: a word chosen by the path, so list items differ; lengths kept within min/maxLength.
+    base = re.sub(r"\[\d+\]", "[]", path)
+    offset = sum(int(i) for i in re.findall(r"\[(\d+)\]", path))
+    start = int(hashlib.sha256(base.encode()).hexdigest(), 16) % len(words) + offset
+    text = " ".join(words[(start + i) % len(words)] for i in range(2 if path.endswith("description") else 1))
+    text = text[: schema.get("maxLength", len(text))]
+    return text.ljust(schema.get("minLength", 0), "x")

@@ -7,11 +7,13 @@ forward pass over the cached prompt. Prompts are sorted by length and batched by
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from typing import Any
 
 from llmlabel.backends.base import Backend, TokenizerMixin
 from llmlabel.backends.trie import CandidateTrie, common_prefix_length, tries_for
-from llmlabel.errors import ConfigError
+from llmlabel.errors import ConfigError, MissingDependencyError
 from llmlabel.models import resolve_model
 
 
@@ -34,13 +36,15 @@ class TransformersBackend(TokenizerMixin, Backend):
         device: "cpu", "cuda", ... (default: cuda when available).
         batch_tokens: padded tokens per forward pass; batches are sized from this budget, not a fixed count.
         max_batch: upper bound on prompts per forward pass.
+        repetition_penalty: `generate` divides the logits of tokens already in the sequence by this (1.0: off);
+            ~1.15 stops very small models from repeating one JSON item until the token limit.
     """
 
     name = "transformers"
     supports_choices = True
 
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", device: str | None = None,
-                 batch_tokens: int = 4096, max_batch: int = 64):
+                 batch_tokens: int = 4096, max_batch: int = 64, repetition_penalty: float = 1.0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,10 +56,15 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.dtype = dtype
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
+        if repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
+        self.repetition_penalty = float(repetition_penalty)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
         self._head_weight = None
+        self._grammar_compiler: Any = None
+        self._grammars: dict[str, Any] = {}
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
@@ -244,27 +253,67 @@ class TransformersBackend(TokenizerMixin, Backend):
         return np.stack(out).astype(np.float32)
 
     # -- generation -----------------------------------------------------------------------------------------------
+    @property
+    def supports_json_schema(self) -> bool:  # type: ignore[override]
+        """JSON-schema generation needs `xgrammar` (a dependency of llmlabel; checked without importing it)."""
+        return importlib.util.find_spec("xgrammar") is not None
+
+    def _json_grammar(self, schema: dict[str, Any]) -> Any:
+        """The schema compiled by xgrammar against this tokenizer (compiled once per distinct schema).
+
+        Compiled without free whitespace (as the vLLM backend does), so a small model cannot spend its token budget
+        on blank lines.
+        """
+        try:
+            import xgrammar as xgr
+        except ImportError:
+            raise MissingDependencyError("xgrammar", "JSON-schema generation on the transformers backend") from None
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            if self._grammar_compiler is None:
+                # The LM head may be wider than the tokenizer's vocabulary (padding rows): the bitmask must cover it.
+                vocab = int(self.model.get_output_embeddings().weight.shape[0])
+                stops = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else None
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab, stop_token_ids=stops)
+                self._grammar_compiler = xgr.GrammarCompiler(info, max_threads=2)
+            try:
+                # Compiled in the schema's own property order: the model writes the properties in that order.
+                self._grammars[key] = self._grammar_compiler.compile_json_schema(json.dumps(schema),
+                                                                                 any_whitespace=False)
+            except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/ValueError for bad schemas
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"invalid JSON schema for constrained generation: {first[:200]}") from None
+        return self._grammars[key]
+
     def generate(self, prompts: list[str], max_tokens: int = 64, choices: list[str] | None = None,
                  json_schema: dict[str, Any] | None = None) -> list[str]:
-        """Greedy decoding; with `choices`, the likeliest choice (exact constrained decoding over a closed set)."""
+        """Greedy decoding; with `choices`, the likeliest choice (exact constrained decoding over a closed set);
+        with `json_schema`, JSON that the schema accepts (xgrammar's grammar-constrained logits processor masks every
+        token the schema forbids). Constrained output can still be cut short by `max_tokens`."""
         import torch
 
-        if json_schema is not None:
-            raise NotImplementedError(
-                "JSON-schema-constrained generation is not implemented for the transformers backend yet; "
-                "use the vllm or openai backend, or generate without a schema and parse"
-            )
+        if choices and json_schema is not None:
+            raise ConfigError("generate() takes choices or json_schema, not both")
         if choices:
             scores = self.score(prompts, [list(choices)] * len(prompts))
             return [choices[max(range(len(choices)), key=s.__getitem__)] for s in scores]
+        grammar = self._json_grammar(json_schema) if json_schema is not None else None
         prompt_ids = self.encode_many(prompts)
         results = [""] * len(prompts)
         eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
             for batch in self._batches([len(p) for p in prompt_ids], [max_tokens] * len(prompts)):
                 ids, mask = self._left_pad([prompt_ids[i] for i in batch])
+                extra: dict[str, Any] = {}
+                if self.repetition_penalty != 1.0:
+                    extra["repetition_penalty"] = self.repetition_penalty
+                if grammar is not None:
+                    from xgrammar.contrib.hf import LogitsProcessor
+
+                    # One processor per generate() call: it holds a grammar matcher per row.
+                    extra["logits_processor"] = [LogitsProcessor(grammar)]
                 out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens,
-                                          do_sample=False, pad_token_id=self.pad_id, eos_token_id=eos)
+                                          do_sample=False, pad_token_id=self.pad_id, eos_token_id=eos, **extra)
                 for row, i in enumerate(batch):
                     results[i] = self.tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True).strip()
         return results

@@ -68,6 +68,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         enable_lora: let the engine serve LoRA adapters.
         seed: engine random seed (decoding here is greedy; the seed only matters for reproducible engine state).
         gpu_memory_utilization: fraction of GPU memory vLLM may take on GPU (ignored on CPU).
+        repetition_penalty: `generate` penalizes tokens already in the sequence (1.0: off), as in transformers.
     """
 
     name = "vllm"
@@ -76,7 +77,7 @@ class VLLMBackend(TokenizerMixin, Backend):
 
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", max_model_len: int = 2048,
                  kv_cache_gb: float = 2.0, enable_lora: bool = False, seed: int = 0,
-                 gpu_memory_utilization: float = 0.85):
+                 gpu_memory_utilization: float = 0.85, repetition_penalty: float = 1.0):
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype '{dtype}'; valid: {', '.join(DTYPES)}")
         if max_model_len < 1:
@@ -85,6 +86,9 @@ class VLLMBackend(TokenizerMixin, Backend):
             raise ConfigError(f"kv_cache_gb must be positive, got {kv_cache_gb}")
         if not 0 < gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        if repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
+        self.repetition_penalty = float(repetition_penalty)
         vllm = _import_vllm()
         self.path = resolve_model(model)
         self.model_id = f"{self.path}@{dtype}"
@@ -240,7 +244,8 @@ class VLLMBackend(TokenizerMixin, Backend):
         prompt_ids = self.encode_many(prompts)
         for ids in prompt_ids:
             self._check_length(ids, 1)
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, structured_outputs=structured)
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, structured_outputs=structured,
+                                repetition_penalty=self.repetition_penalty)
         outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
         return [out.outputs[0].text.strip() for out in outputs]
 

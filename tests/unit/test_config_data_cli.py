@@ -125,7 +125,7 @@ def test_cli_label_then_eval(tmp_path, capsys, sentiment_rows):
     ([{"text": "a"}], {"model": {"backend": "vlm"}},
      "error: unknown backend 'vlm' (did you mean 'vllm'?); valid: fake, openai, transformers, vllm"),
     ([{"text": "a"}], {"model": {"backend": "fake", "options": {"dealy": 1}}},
-     "error: unknown option for backend 'fake' 'dealy' (did you mean 'delay'?); valid: delay, max_context, responses"),
+     "error: unknown option for backend 'fake' 'dealy' (did you mean 'delay'?); valid: constrained_json, delay, max_context, responses, script"),
     ([{"text": "a"}], {"labeling": {"mdoe": "score"}},
      "error: {recipe}: unknown key 'labeling.mdoe' (did you mean 'mode'?)"),
 ])
@@ -167,4 +167,4 @@ def test_import_is_light():
 def test_unknown_recipe_kind_is_one_line_with_suggestion():
     with pytest.raises(ConfigError) as err:
         load_recipe(data={"kind": "lable", "data": {"path": "x"}}, source="r.yaml")
-    assert str(err.value) == "r.yaml: unknown recipe kind 'lable' (did you mean 'label'?); valid: label"
+    assert str(err.value) == "r.yaml: unknown recipe kind 'lable' (did you mean 'label'?); valid: label, tnt_llm"

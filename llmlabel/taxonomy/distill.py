@@ -1,0 +1,164 @@
+"""TnT-LLM phase 2: label a sample with the taxonomy through the core `Labeler` (score mode, label descriptions in the
+prompt), train cheap students on those LLM labels, and measure them: agreement with the LLM (Cohen's kappa on held-out
+LLM-labeled rows), throughput, and, where gold exists, ARI / NMI (and accuracy when the label names are gold names).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+#: Separator between a parent and a child label in two-level label names ("Travel > Flights").
+LEVEL_SEP = " > "
+
+
+class Student(ABC):
+    """A cheap classifier trained on LLM labels (one per file or class, registered in
+    `llmlabel.taxonomy.classifiers`)."""
+
+    name = "student"
+
+    def __init__(self, seed: int = 0, embedder: Any = None):
+        self.seed = seed
+        self.embedder = embedder
+        self.constant: str | None = None
+        self.model: Any = None
+
+    @abstractmethod
+    def features(self, texts: list[str], fit: bool = False) -> Any:
+        """Feature matrix of `texts` (`fit`: learn the featurizer first)."""
+
+    def fit(self, texts: list[str], labels: list[str]) -> "Student":
+        """Train; with a single class in `labels`, predict it always (logistic regression needs two)."""
+        from sklearn.linear_model import LogisticRegression
+
+        x = self.features(texts, fit=True)
+        if len(set(labels)) < 2:
+            self.constant = labels[0] if labels else None
+            return self
+        self.model = LogisticRegression(max_iter=2000, C=4.0, random_state=self.seed).fit(x, labels)
+        return self
+
+    def predict(self, texts: list[str]) -> tuple[list[str | None], list[float]]:
+        """(label, confidence) for each text."""
+        if self.constant is not None or self.model is None:
+            return [self.constant] * len(texts), [1.0] * len(texts)
+        probs = self.model.predict_proba(self.features(texts))
+        best = probs.argmax(axis=1)
+        return [str(self.model.classes_[b]) for b in best], [float(p[b]) for p, b in zip(probs, best)]
+
+    def state(self) -> dict[str, Any]:
+        """What `joblib` saves: enough to predict again."""
+        return {"classifier": self.name, "model": self.model, "constant": self.constant}
+
+
+class EmbeddingLR(Student):
+    """Logistic regression on MiniLM sentence embeddings."""
+
+    name = "embedding_lr"
+
+    def features(self, texts: list[str], fit: bool = False) -> Any:
+        """L2-normalized sentence embeddings (cached on disk by the embedder)."""
+        return self.embedder.encode(texts)
+
+    def state(self) -> dict[str, Any]:
+        """Adds the embedding model's name."""
+        return {**super().state(), "embedder": getattr(self.embedder, "model_name", None)}
+
+
+class TfidfLR(Student):
+    """Logistic regression on word and bigram TF-IDF."""
+
+    name = "tfidf_lr"
+
+    def features(self, texts: list[str], fit: bool = False) -> Any:
+        """TF-IDF of unigrams and bigrams (sublinear tf)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if fit:
+            self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+            return self.vectorizer.fit_transform(texts)
+        return self.vectorizer.transform(texts)
+
+    def state(self) -> dict[str, Any]:
+        """Adds the fitted vectorizer."""
+        return {**super().state(), "vectorizer": getattr(self, "vectorizer", None)}
+
+
+# -- metrics ------------------------------------------------------------------------------------------------------
+def cluster_scores(gold: list[Any], pred: list[Any]) -> dict[str, float]:
+    """Adjusted Rand index and NMI between two assignments of the same rows (label names need not match)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    pred = ["\x00none" if p is None else str(p) for p in pred]
+    return {"ari": round(float(adjusted_rand_score(gold, pred)), 4),
+            "nmi": round(float(normalized_mutual_info_score(gold, pred)), 4), "rows": len(gold)}
+
+
+def coverage(pred: list[Any], other: str | None) -> float:
+    """Share of rows given a label other than the catch-all (and not None)."""
+    if not pred:
+        return 0.0
+    return round(sum(p is not None and p != other and not str(p).endswith(f"{LEVEL_SEP}{other}")
+                     for p in pred) / len(pred), 4)
+
+
+def agreement(a: list[Any], b: list[Any]) -> dict[str, float]:
+    """Raw agreement and Cohen's kappa between two labelings."""
+    from llmlabel.metrics import cohen_kappa
+
+    if not a:
+        return {"agreement": 0.0, "kappa": 0.0, "rows": 0}
+    a = ["\x00none" if x is None else x for x in a]
+    b = ["\x00none" if x is None else x for x in b]
+    return {"agreement": round(sum(x == y for x, y in zip(a, b)) / len(a), 4),
+            "kappa": round(float(cohen_kappa(a, b)), 4), "rows": len(a)}
+
+
+def gold_report(gold: list[Any], pred: list[Any], names: list[str], gold_names: set[str] | None = None
+                ) -> dict[str, Any]:
+    """ARI / NMI against gold; accuracy too when every taxonomy name is a gold label name (a person's taxonomy).
+
+    `gold_names`: every gold label of the corpus (default: those in `gold`)."""
+    report: dict[str, Any] = cluster_scores([str(g) for g in gold], pred)
+    gold_names = gold_names or {str(g) for g in gold}
+    if names and set(names) <= gold_names:
+        report["accuracy"] = round(sum(str(g) == p for g, p in zip(gold, pred)) / len(gold), 4) if gold else 0.0
+    return report
+
+
+def label_counts(pred: list[Any]) -> dict[str, int]:
+    """How many rows got each label, most frequent first."""
+    return dict(Counter("(none)" if p is None else str(p) for p in pred).most_common())
+
+
+def time_student(student: Student, texts: list[str]) -> float:
+    """Items/s of `student.predict` on `texts` (features computed from scratch: the embedding cache is bypassed)."""
+    embedder = student.embedder
+    if embedder is not None and getattr(embedder, "cache_path", None) is not None:
+        from llmlabel.embeddings import Embedder
+
+        fresh = Embedder.__new__(Embedder)
+        fresh.__dict__.update(embedder.__dict__)
+        fresh.cache_path, fresh._db = None, None  # same loaded model, no disk cache
+        student.embedder = fresh
+    try:
+        student.predict(texts[:8])  # warm-up: first-call costs (thread pools, lazy init) are not throughput
+        start = time.perf_counter()
+        student.predict(texts)
+        seconds = time.perf_counter() - start
+    finally:
+        student.embedder = embedder
+    return len(texts) / seconds if seconds > 0 else float("inf")
+
+
+def split_holdout(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) index lists; at least one row on each side when n >= 2."""
+    rng = np.random.default_rng(seed)
+    order = [int(i) for i in rng.permutation(n)]
+    held = min(max(int(round(n * share)), 1 if n >= 2 and share > 0 else 0), max(n - 1, 0))
+    return sorted(order[held:]), sorted(order[:held])
