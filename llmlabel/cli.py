@@ -39,6 +39,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.echo("rows not ok: " + ", ".join(notes))
     if problems.get("failed"):
         typer.echo("failed rows are not cached: run the same command again to retry only them")
+    if "executor" in summary:
+        ex = summary["executor"]
+        typer.echo(f"executor {ex['name']}: {ex['workers']} workers, {ex['shards']} shards of {ex['shard_size']} rows "
+                   f"({ex['shards_reused']} reused from an earlier run)")
     if "metrics" in summary:
         typer.echo(format_report(summary["metrics"]))
     typer.echo(f"predictions: {summary['predictions']}\nreport: {summary['report']}")
@@ -50,12 +54,14 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set data.limit=50 "
                                    "--set model.options.dtype=float32. Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    executor: Optional[str] = typer.Option(None, help="Where to label: local or ray (same as --set executor=...)."),
 ) -> None:
     """Run a recipe: label its data, write predictions and a report, and print accuracy when gold exists."""
     from llmlabel.config import Recipe, load_recipe
     from llmlabel.recipes_index import find_recipe
 
-    loaded = load_recipe(find_recipe(str(recipe)), overrides=set_)
+    overrides = [*set_, *([f"executor={executor}"] if executor else [])]
+    loaded = load_recipe(find_recipe(str(recipe)), overrides=overrides)
     summary = loaded.run(progress=not quiet)
     if isinstance(loaded, Recipe):
         _print_summary(summary)

@@ -172,6 +172,29 @@ class OutputConfig(_Strict):
         return Path(os.path.expanduser(self.dir)) / name
 
 
+class RayConfig(_Strict):
+    """Options of the Ray executor (`executor: ray`): which cluster, how many engines, what each one reserves."""
+
+    #: cluster to join: 'auto', 'ray://host:10001' or host:port; None uses RAY_ADDRESS, else starts a local cluster
+    address: str | None = None
+    #: labeling actors (one engine each); None fills the cluster (GPUs / num_gpus, else CPUs / num_cpus)
+    num_workers: int | None = Field(None, gt=0)
+    #: rows per result shard: the unit of scheduling, retry and restart (finished shards are skipped on re-runs)
+    shard_size: int = Field(1000, gt=0)
+    #: rows per actor call; None hands each actor one whole shard at a time
+    batch_size: int | None = Field(None, gt=0)
+    #: CPUs each actor reserves
+    num_cpus: float = Field(1.0, ge=0)
+    #: GPUs each actor reserves; None: 1 when the cluster has GPUs, else 0
+    num_gpus: float | None = Field(None, ge=0)
+    #: custom Ray resources each actor reserves, e.g. {accelerator_type:A100: 0.01}
+    resources: dict[str, float] = Field(default_factory=dict)
+    #: times Ray restarts a dead actor (its in-flight shard is retried); -1 without limit
+    max_restarts: int = Field(-1, ge=-1)
+    #: object store size (MB) of a local cluster started by llmlabel; None lets Ray choose
+    object_store_mb: int | None = Field(None, gt=0)
+
+
 class RecipeBase(_Strict):
     """What every recipe kind shares. A new kind subclasses this, implements `run`, and adds one line to
     `llmlabel.registry.recipe_kinds`; `load_recipe` picks the class from the recipe's `kind`."""
@@ -199,12 +222,24 @@ class Recipe(RecipeBase):
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     evaluate: bool = True
+    #: where labeling runs: 'local' (this process) or 'ray' (actor pools on a Ray cluster; see `ray`)
+    executor: str = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        from llmlabel.registry import executors
+
+        if value not in executors:
+            raise ValueError(unknown("executor", value, executors.names()))
+        return value
 
     def run(self, progress: bool = True) -> dict[str, Any]:
-        """Label the data (see `llmlabel.pipeline.run_recipe`)."""
-        from llmlabel.pipeline import run_recipe
+        """Label the data with the recipe's executor (local: `llmlabel.pipeline.run_recipe`)."""
+        from llmlabel.executors.base import make_executor
 
-        return run_recipe(self, progress=progress)
+        return make_executor(self.executor).run(self, progress=progress)
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

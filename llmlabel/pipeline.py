@@ -96,6 +96,28 @@ def build_method(config: Any, recipe: Recipe, labeler: Any) -> Any:
     return make_method(config.name, labeler, seed=config.seed, **config.options).fit(train, dev)
 
 
+def build_engine(recipe: Recipe, task: LabelTask, backend: Any, cache: Any = None,
+                 progress: bool = False) -> tuple[Any, Any]:
+    """The recipe's `Labeler` over `backend` and the engine that labels rows: the labeler itself, or the labeling
+    method wrapped around it. Every executor builds its engines here, so they label alike."""
+    from llmlabel.labeler import Labeler
+
+    options = dict(mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
+                   calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
+                   prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
+                   max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
+    selection = recipe.labeling.selection
+    if selection is not None:
+        selector = build_selector(selection, recipe, task, Labeler(backend, task, cache=cache))
+        options.update(selector=selector, k=selection.k, ordering=selection.ordering,
+                       restrict_labels=selection.restrict_labels, seed=selection.seed)
+    labeler = Labeler(backend, task, **options)
+    engine = labeler
+    if recipe.labeling.method is not None:
+        engine = build_method(recipe.labeling.method, recipe, labeler)
+    return labeler, engine
+
+
 def write_json(data: Any, path: Path) -> None:
     """Write JSON atomically (temp file, fsync, rename: see `llmlabel.data.atomic_write`)."""
     atomic_write(path, lambda handle: handle.write(json_text(data, indent=1)))
@@ -108,7 +130,6 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
     """
     from llmlabel.backends.base import load_backend
     from llmlabel.cache import ResultCache
-    from llmlabel.labeler import Labeler
     from llmlabel.metrics import evaluate
 
     dataset = Dataset(recipe.data.path, split=recipe.data.split, limit=recipe.data.limit)
@@ -133,19 +154,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
             yield engine.merge(row, result)
 
     try:
-        options = dict(mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
-                       calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
-                       prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
-                       max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
-        selection = recipe.labeling.selection
-        if selection is not None:
-            selector = build_selector(selection, recipe, task, Labeler(backend, task, cache=cache))
-            options.update(selector=selector, k=selection.k, ordering=selection.ordering,
-                           restrict_labels=selection.restrict_labels, seed=selection.seed)
-        labeler = Labeler(backend, task, **options)
-        engine = labeler
-        if recipe.labeling.method is not None:
-            engine = build_method(recipe.labeling.method, recipe, labeler)
+        labeler, engine = build_engine(recipe, task, backend, cache, progress)
         total = len(dataset)
         predictions = write_rows(labeled_rows(), recipe.output.path(recipe.output.predictions))
     finally:

@@ -90,3 +90,8 @@ classifiers.add("logreg_tfidf", "llmlabel.classifiers.logreg_tfidf:LogRegTfidfCl
 methods = Registry("method")
 methods.add("knn_prompting", "llmlabel.methods.knn_prompting:KNNPrompting")
 methods.add("fusion", "llmlabel.methods.fusion:Fusion")
+
+#: Where a label recipe runs (`llmlabel.executors.base.Executor` subclasses): `executor:` in a recipe.
+executors = Registry("executor")
+executors.add("local", "llmlabel.executors.local:LocalExecutor")
+executors.add("ray", "llmlabel.executors.ray:RayExecutor")
