@@ -61,6 +61,8 @@ backends.add("openai", "llmlabel.backends.openai:OpenAIBackend")
 #: Recipe kinds: `kind:` in a recipe -> its pydantic class (a `llmlabel.config.RecipeBase` subclass with `run`).
 recipe_kinds = Registry("recipe kind")
 recipe_kinds.add("label", "llmlabel.config:Recipe")
+recipe_kinds.add("distill_student", "llmlabel.training.recipes:DistillStudentRecipe")
+recipe_kinds.add("weak_to_strong", "llmlabel.training.recipes:WeakToStrongRecipe")
 recipe_kinds.add("tnt_llm", "llmlabel.taxonomy.recipe:TntRecipe")
 
 #: In-context exemplar selectors (`llmlabel.selection.base.Selector` subclasses).

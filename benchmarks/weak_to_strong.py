@@ -1,0 +1,161 @@
+"""Weak-to-strong benchmark: weak supervisor, strong student on weak labels (CE and aux loss), gold ceiling, PGR.
+
+For each dataset a labeled pool of 2 x half-size training rows is drawn once; every seed splits it into halves A and B
+anew, trains the weak supervisor (TF-IDF logistic regression) on `--weak-train-size` gold rows of A, labels B with
+it, and trains the strong student (the default SmolLM2-135M-Instruct as a sequence classifier) on B's weak labels with
+plain cross-entropy and with the auxiliary confidence loss, and on B's gold labels (the ceiling). Every model is
+scored on the first `--test-rows` test rows. The frozen layers' hidden states are computed once per text and shared
+by every student of a dataset.
+
+Writes benchmarks/results/weak_to_strong.json and the README table between the weak_to_strong markers:
+
+    python benchmarks/weak_to_strong.py                        # sst2, ag_news, trec; 3 seeds
+    python benchmarks/weak_to_strong.py --datasets sst2 --seeds 0 --half-size 200   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.zero_shot import DATA, update_readme  # noqa: E402
+from llmlabel.data import Dataset, load_labels_file  # noqa: E402
+from llmlabel.training.student import FeatureCache, StudentConfig  # noqa: E402
+from llmlabel.training.weak_to_strong import WeakConfig, run_seed, summarize  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "weak_to_strong.json"
+POOL_SEED = 1234
+
+
+def load(dataset: str, half_size: int, test_rows: int) -> tuple[list[str], list[int], list[str], list[int], list[str]]:
+    """Pool (2 x half_size rows drawn once from train), test rows, and label names of a shared dataset."""
+    names = load_labels_file(DATA / dataset / "labels.json")
+    train = list(Dataset(DATA / dataset / "train.jsonl"))
+    order = np.random.default_rng(POOL_SEED).permutation(len(train))[: 2 * half_size]
+    pool = [train[i] for i in order]
+    test = list(Dataset(DATA / dataset / "test.jsonl", limit=test_rows))
+    return ([r["text"] for r in pool], [names.index(r["label"]) for r in pool],
+            [r["text"] for r in test], [names.index(r["label"]) for r in test], names)
+
+
+def run(dataset: str, args: argparse.Namespace) -> dict:
+    """All seeds of one dataset; returns its results record."""
+    import torch
+
+    pool_texts, pool_gold, test_texts, test_gold, names = load(dataset, args.half_size, args.test_rows)
+    student = StudentConfig(method=args.method, train_layers=args.train_layers, epochs=args.epochs, lr=args.lr,
+                            max_length=args.max_length, batch_size=args.batch_size)
+    weak = WeakConfig(kind="tfidf", train_size=args.weak_train_size, targets=args.weak_targets)
+    features = FeatureCache(student.model, student.max_length, student.feature_dtype)
+    n_layers = features.num_layers
+    split = n_layers if args.method == "head" else n_layers - args.train_layers
+    saved = Path(args.feature_cache) / f"{dataset}-{split}-{args.max_length}-{args.half_size}.pt" \
+        if args.feature_cache else None
+    start = time.perf_counter()
+    if saved is not None and saved.exists():  # development only: the reported run computes every state
+        features._store = torch.load(saved)
+    features.compute(pool_texts + test_texts, [split], progress=True)
+    feature_seconds = time.perf_counter() - start
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(features._store, saved)
+    features.close()
+    records = []
+    for seed in args.seeds:
+        record = run_seed(pool_texts, pool_gold, test_texts, test_gold, names, args.half_size, seed, weak=weak,
+                          student=student, losses=("ce", "aux"), features=features, progress=False)
+        print(f"{dataset} seed {seed}: weak {record['weak']:.3f} w2s-ce {record['w2s_ce']:.3f} "
+              f"w2s-aux {record['w2s_aux']:.3f} ceiling {record['ceiling']:.3f} "
+              f"PGR ce {record['pgr']['w2s_ce']:.2f} aux {record['pgr']['w2s_aux']:.2f} "
+              f"(weak labels {record['weak_label_accuracy']:.3f}, C {record.get('weak_C')}, "
+              f"agree {record['agreement_with_weak']}) "
+              f"{record['seconds']}",
+              flush=True)
+        records.append(record)
+    return {
+        "dataset": dataset, "labels": len(names), "half_size": args.half_size, "test_rows": len(test_texts),
+        "weak": weak.model_dump(), "student": student.model_dump(), "seeds": args.seeds,
+        "feature_seconds": round(feature_seconds, 1), "features_computed": features.texts_computed,
+        "records": records, "summary": summarize(records),
+    }
+
+
+def render(results: dict) -> str:
+    """Markdown table (mean ± seed std) of the results file."""
+    first = next(iter(results.values()))
+    s = first["student"]
+    what = {"head": "a linear head on the frozen model", "lora": f"LoRA on the top {s['train_layers']} layers + head",
+            "full": f"the top {s['train_layers']} layers + head"}[s["method"]]
+    lines = [f"Strong student: SmolLM2-135M-Instruct, {what}, {s['epochs']:g} epochs; weak supervisor: TF-IDF "
+             f"logistic regression on {first['weak']['train_size']} gold rows, {first['weak']['targets']} labels; "
+             f"{len(first['seeds'])} seeds; {first['machine']}, {first['date']}. Accuracy on the first "
+             f"{first['test_rows']} test rows, mean ± std over seeds.", "",
+             "| dataset (half size) | weak | w2s CE | w2s aux | ceiling | PGR CE | PGR aux | aux − CE (paired) | "
+             "minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(stats: dict, digits: int = 3) -> str:
+        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+    for record in results.values():
+        summary = record["summary"]
+        diff = summary["aux_minus_ce"]
+        verdict = " (beyond spread)" if diff["aux_beats_ce_beyond_spread"] else ""
+        lines.append(f"| {record['dataset']} ({record['half_size']}) | {ms(summary['weak'])} | "
+                     f"{ms(summary['w2s_ce'])} | {ms(summary['w2s_aux'])} | {ms(summary['ceiling'])} | "
+                     f"{ms(summary['pgr']['w2s_ce'], 2)} | {ms(summary['pgr']['w2s_aux'], 2)} | "
+                     f"{diff['mean']:+.3f} ± {diff['std']:.3f}{verdict} | {record['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="sst2,ag_news,trec")
+    parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--half-size", type=int, default=750, help="rows in each of halves A and B")
+    parser.add_argument("--test-rows", type=int, default=500)
+    parser.add_argument("--weak-train-size", type=int, default=200, help="gold rows of A the weak model sees")
+    parser.add_argument("--weak-targets", default="soft", choices=["soft", "hard"])
+    parser.add_argument("--method", default="head", choices=["head", "lora", "full"])
+    parser.add_argument("--train-layers", type=int, default=2)
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--feature-cache", default=None, help="development only: keep frozen states on disk here")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results and README alone")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LLMLABEL_THREADS", "2")))
+    results = {} if args.no_write or not RESULTS.exists() else json.loads(RESULTS.read_text())
+    started = time.perf_counter()
+    for dataset in args.datasets.split(","):
+        begin = time.perf_counter()
+        record = run(dataset, args)
+        record["minutes"] = round((time.perf_counter() - begin) / 60, 2)
+        record["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+        record["date"] = time.strftime("%Y-%m-%d")
+        results[dataset] = record
+        print(json.dumps({dataset: record["summary"]}, indent=1), flush=True)
+    print(f"total {(time.perf_counter() - started) / 60:.1f} min")
+    if args.no_write:
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    update_readme("weak_to_strong", render(results))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
