@@ -246,3 +246,16 @@ def test_model_card_names_the_method_settings_and_metrics(tmp_path):
     for row in ("| epochs | 2 |", "| lr | 0.003 |", "| kept_accuracy | 0.6914 |", "| accuracy | 0.6600 |",
                 "| eval_rows | 200 |", "soft labels from a teacher"):
         assert row in card
+
+
+def test_zero_shot_labeler_as_weak_supervisor_gives_probabilities(tmp_path):
+    recipe = load_recipe(data={"kind": "weak_to_strong", "data": {"path": "x"}, "eval_data": {"path": "y"},
+                               "weak": {"kind": "labeler"}, "model": {"backend": "fake"},
+                               "task": {"labels": ["negative", "positive"]}, "output": {"dir": str(tmp_path)}})
+    names = ["negative", "positive"]
+    pool = ["so negative and negative", "positive vibes, positive", "meh"]
+    pool_probs, test_probs = recipe._labeler_probs(pool, ["a positive, positive one"], [0, 1], names, False)
+    assert pool_probs.shape == (3, 2) and pool_probs[2].tolist() == [0.5, 0.5]  # not needed: not labeled
+    assert pool_probs[0].argmax() == 0 and pool_probs[1].argmax() == 1 and test_probs[0].argmax() == 1
+    assert pool_probs.sum(axis=1) == pytest.approx([1, 1, 1])
+    assert (tmp_path / "cache.sqlite").exists()
