@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int | None = None) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.{digits}f}" if digits is not None else f"{value:g}"
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
@@ -50,18 +50,18 @@ def render_model_card(record: dict[str, Any]) -> str:
         "| setting | value |",
         "|---|---|",
     ]
-    for key in ("loss", "epochs", "batch_size", "lr", "max_length", "seed"):
+    for key in ("loss", "epochs", "batch_size", "max_length", "seed"):
         if key in cfg:
             lines.append(f"| {key} | {_fmt(cfg[key])} |")
-    for key in ("rows", "steps", "seconds", "trainable_parameters"):
+    for key in ("lr", "rows", "steps", "seconds", "trainable_parameters"):
         if key in training:
             lines.append(f"| {key} | {_fmt(training[key])} |")
     for key, value in (record.get("selection") or {}).items():
-        lines.append(f"| {key} | {_fmt(value)} |")
+        lines.append(f"| {key} | {_fmt(value, 4) if isinstance(value, float) else _fmt(value)} |")
     lines += ["", "## Metrics", ""]
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
     if flat:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in flat.items()]
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v, 4)} |" for k, v in flat.items()]
     else:
         lines.append("No evaluation was run.")
     lines += [

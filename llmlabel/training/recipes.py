@@ -104,7 +104,8 @@ class DistillStudentRecipe(RecipeBase):
 
         text_column = _text_column(self.task, self.data)
         out_dir = Path(self.output.dir).expanduser()
-        cache = str(self.output.path(self.output.cache)) if self.output.cache else None
+        # Absolute, so the teacher's label recipes (whose output dirs are subfolders) all share this one cache.
+        cache = str(self.output.path(self.output.cache).resolve()) if self.output.cache else None
         timings: dict[str, float] = {}
         start = time.perf_counter()
         backend = load_backend(self.model.backend, model=self.model.name, **self.model.options)

@@ -471,7 +471,8 @@ class Student:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         bar.close()
         top.eval()
-        self.history = {"rows": len(texts), "steps": steps, "seconds": round(time.perf_counter() - start, 2),
+        self.history = {"rows": len(texts), "steps": steps, "lr": self.lr,
+                        "seconds": round(time.perf_counter() - start, 2),
                         "loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
                         "trainable_parameters": self.trainable_parameters}
         return self.history
@@ -519,9 +520,13 @@ class Student:
                 self._build_top(self.model)
             dtype = getattr(torch, cfg.save_dtype)
             state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.model.state_dict().items()}
-            self.model.config.dtype = cfg.save_dtype
             self.model.save_pretrained(str(path), state_dict=state)
             self.tokenizer.save_pretrained(str(path))
+            # save_pretrained records the in-memory (float32) dtype; the weights on disk are `save_dtype`.
+            config_file = path / "config.json"
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config["dtype"] = cfg.save_dtype
+            config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         record = {
             "labels": self.labels, "base_model": self.path, "max_length": cfg.max_length,
             "format": "merged" if (cfg.save in ("merged", "both") or not lora) else "adapter",

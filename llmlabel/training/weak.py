@@ -17,6 +17,14 @@ from llmlabel.errors import ConfigError
 FEATURES = ("tfidf", "minilm")
 
 
+def _one_thread() -> Any:
+    """Single-threaded BLAS for these small fits: on a busy 2-core machine a multi-threaded BLAS spins and makes a
+    0.5 s logistic regression take 15 s."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
 class WeakSupervisor:
     """Logistic regression on TF-IDF n-grams or MiniLM embeddings, trained on gold labels (class indices).
 
@@ -73,7 +81,8 @@ class WeakSupervisor:
             self._model = None
             return self
         self._model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
-        self._model.fit(x, labels)
+        with _one_thread():
+            self._model.fit(x, labels)
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -84,7 +93,9 @@ class WeakSupervisor:
         if self._model is None:
             out[:, self._classes[0]] = 1.0
             return out
-        out[:, self._model.classes_] = self._model.predict_proba(self._featurize(texts))
+        features = self._featurize(texts)
+        with _one_thread():
+            out[:, self._model.classes_] = self._model.predict_proba(features)
         return out
 
 

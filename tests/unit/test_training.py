@@ -230,3 +230,32 @@ def test_importing_the_recipes_stays_light():
             "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_model_card_names_the_method_settings_and_metrics(tmp_path):
+    from llmlabel.training.card import write_model_card
+
+    record = {"name": "demo", "labels": ["neg", "pos"], "base_model": "/models/SmolLM2-135M-Instruct-bf16",
+              "trained_layers": 2, "num_layers": 30,
+              "config": {"method": "lora", "lora_r": 16, "lora_targets": ["q_proj", "v_proj"], "epochs": 2.0},
+              "training": {"lr": 0.003, "rows": 256}, "selection": {"rows_kept": 256, "kept_accuracy": 0.69140625},
+              "metrics": {"accuracy": 0.66, "eval_rows": 200}, "label_source": "soft labels from a teacher"}
+    card = write_model_card(tmp_path, record).read_text()
+    assert "base_model: SmolLM2-135M-Instruct-bf16" in card and "# demo" in card
+    assert "LoRA (r=16, on q_proj, v_proj) on the top 2 of 30 layers, plus the head" in card
+    for row in ("| epochs | 2 |", "| lr | 0.003 |", "| kept_accuracy | 0.6914 |", "| accuracy | 0.6600 |",
+                "| eval_rows | 200 |", "soft labels from a teacher"):
+        assert row in card
+
+
+def test_zero_shot_labeler_as_weak_supervisor_gives_probabilities(tmp_path):
+    recipe = load_recipe(data={"kind": "weak_to_strong", "data": {"path": "x"}, "eval_data": {"path": "y"},
+                               "weak": {"kind": "labeler"}, "model": {"backend": "fake"},
+                               "task": {"labels": ["negative", "positive"]}, "output": {"dir": str(tmp_path)}})
+    names = ["negative", "positive"]
+    pool = ["so negative and negative", "positive vibes, positive", "meh"]
+    pool_probs, test_probs = recipe._labeler_probs(pool, ["a positive, positive one"], [0, 1], names, False)
+    assert pool_probs.shape == (3, 2) and pool_probs[2].tolist() == [0.5, 0.5]  # not needed: not labeled
+    assert pool_probs[0].argmax() == 0 and pool_probs[1].argmax() == 1 and test_probs[0].argmax() == 1
+    assert pool_probs.sum(axis=1) == pytest.approx([1, 1, 1])
+    assert (tmp_path / "cache.sqlite").exists()
