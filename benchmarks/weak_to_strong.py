@@ -11,6 +11,7 @@ Writes benchmarks/results/weak_to_strong.json and the README table between the w
 
     python benchmarks/weak_to_strong.py                        # sst2, ag_news, trec; 3 seeds
     python benchmarks/weak_to_strong.py --datasets sst2 --seeds 0 --half-size 200   # a quick look
+    python benchmarks/weak_to_strong.py --datasets sst2 --method lora --epochs 2     # a LoRA student (own rows)
 """
 
 from __future__ import annotations
@@ -95,19 +96,21 @@ def run(dataset: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _student(s: dict) -> str:
+    return {"head": "linear head", "lora": f"LoRA top {s['train_layers']} + head",
+            "full": f"top {s['train_layers']} layers + head"}[s["method"]] + f", {s['epochs']:g} ep"
+
+
 def render(results: dict) -> str:
     """Markdown table (mean ± seed std) of the results file."""
     first = next(iter(results.values()))
-    s = first["student"]
-    what = {"head": "a linear head on the frozen model", "lora": f"LoRA on the top {s['train_layers']} layers + head",
-            "full": f"the top {s['train_layers']} layers + head"}[s["method"]]
-    lines = [f"Strong student: SmolLM2-135M-Instruct, {what}, {s['epochs']:g} epochs; weak supervisor: TF-IDF "
-             f"logistic regression on a few gold rows of half A, {first['weak']['targets']} labels; "
-             f"{len(first['seeds'])} seeds; {first['machine']}, {first['date']}. Accuracy on the first "
-             f"{first['test_rows']} test rows, mean ± std over seeds.", "",
-             "| dataset (half size, weak rows) | weak | w2s CE | w2s aux | ceiling | PGR CE | PGR aux | "
+    lines = [f"Strong student: SmolLM2-135M-Instruct as a sequence classifier; weak supervisor: TF-IDF logistic "
+             f"regression on a few gold rows of half A, {first['weak']['targets']} labels; {len(first['seeds'])} "
+             f"seeds; {first['machine']}, {first['date']}. Accuracy on the first {first['test_rows']} test rows, "
+             "mean ± std over seeds.", "",
+             "| dataset (half size, weak rows) | student | weak | w2s CE | w2s aux | ceiling | PGR CE | PGR aux | "
              "aux − CE (paired) | minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(stats: dict, digits: int = 3) -> str:
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
@@ -117,13 +120,16 @@ def render(results: dict) -> str:
         diff = summary["aux_minus_ce"]
         verdict = " (beyond spread)" if diff["aux_beats_ce_beyond_spread"] else ""
         lines.append(f"| {record['dataset']} ({record['half_size']}, {record['weak']['train_size']}) | "
-                     f"{ms(summary['weak'])} | "
+                     f"{_student(record['student'])} | {ms(summary['weak'])} | "
                      f"{ms(summary['w2s_ce'])} | {ms(summary['w2s_aux'])} | {ms(summary['ceiling'])} | "
                      f"{ms(summary['pgr']['w2s_ce'], 2)} | {ms(summary['pgr']['w2s_aux'], 2)} | "
                      f"{diff['mean']:+.3f} ± {diff['std']:.3f}{verdict} | {record['minutes']:.1f} |")
-    total = sum(r["minutes"] for r in results.values())
-    lines += ["", f"Whole benchmark: {total:.1f} minutes, of which computing the frozen model's states for every pool "
-                  f"and test text took {sum(r['feature_seconds'] for r in results.values()) / 60:.1f}."]
+    heads = [r for r in results.values() if r["student"]["method"] == "head"]
+    if heads:
+        lines += ["", f"The linear-head benchmark ({', '.join(r['dataset'] for r in heads)}) took "
+                      f"{sum(r['minutes'] for r in heads):.1f} minutes in all, of which computing the frozen model's "
+                      f"states for every pool and test text took "
+                      f"{sum(r['feature_seconds'] for r in heads) / 60:.1f}."]
     return "\n".join(lines)
 
 
@@ -144,7 +150,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--feature-cache", default=None, help="development only: keep frozen states on disk here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results and README alone")
+    parser.add_argument("--render-only", action="store_true", help="rebuild the README table from the results file")
     args = parser.parse_args()
+    if args.render_only:
+        update_readme("weak_to_strong", render(json.loads(RESULTS.read_text())))
+        return
     import torch
 
     torch.set_num_threads(int(os.environ.get("LLMLABEL_THREADS", "2")))
@@ -156,8 +166,10 @@ def main() -> None:
         record["minutes"] = round((time.perf_counter() - begin) / 60, 2)
         record["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
         record["date"] = time.strftime("%Y-%m-%d")
-        results[dataset] = record
-        print(json.dumps({dataset: record["summary"]}, indent=1), flush=True)
+        # The default (linear head) results are keyed by dataset; other students get their own rows.
+        key = dataset if args.method == "head" else f"{dataset}/{args.method}{args.train_layers}"
+        results[key] = record
+        print(json.dumps({key: record["summary"]}, indent=1), flush=True)
     print(f"total {(time.perf_counter() - started) / 60:.1f} min")
     if args.no_write:
         return

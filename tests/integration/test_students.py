@@ -92,21 +92,21 @@ def test_distill_recipe_runs_end_to_end(capsys, tmp_path, shared_data):
     out = tmp_path / "distill"
     code, stdout, err = _cli(
         capsys, "run", str(REPO / "recipes" / "distill_student.yaml"), "-q",
-        "--set", f"data.path={shared_data / 'sst2' / 'train.jsonl'}", "--set", "data.limit=40",
-        "--set", f"eval_data.path={shared_data / 'sst2' / 'test.jsonl'}", "--set", "eval_data.limit=30",
+        "--set", f"data.path={shared_data / 'sst2' / 'train.jsonl'}", "--set", "data.limit=32",
+        "--set", f"eval_data.path={shared_data / 'sst2' / 'test.jsonl'}", "--set", "eval_data.limit=16",
         "--set", "student.epochs=1", "--set", "filter.folds=3", "--set", "filter.min_confidence=0.55",
         "--set", f"output.dir={out}")
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     selection = report["selection"]
-    assert selection["rows_labeled"] == 40 and selection["rows_kept"] < 40
-    assert selection["rows_kept"] == 40 - selection["dropped_low_confidence"] - selection["dropped_label_issues"]
-    assert 0 <= report["metrics"]["accuracy"] <= 1 and report["metrics"]["eval_rows"] == 30
+    assert selection["rows_labeled"] == 32 and selection["rows_kept"] < 32
+    assert selection["rows_kept"] == 32 - selection["dropped_low_confidence"] - selection["dropped_label_issues"]
+    assert 0 <= report["metrics"]["accuracy"] <= 1 and report["metrics"]["eval_rows"] == 16
     assert "eval accuracy: student" in stdout and f"student: {out / 'student'}" in stdout
     card = (out / "student" / "README.md").read_text()
     assert "| accuracy |" in card and "teacher_accuracy" in card
     rows = read_jsonl(out / "student_eval" / "predictions.jsonl")
-    assert len(rows) == 30 and {"gold_label", "label", "label_probs", "confidence"} <= set(rows[0])
+    assert len(rows) == 16 and {"gold_label", "label", "label_probs", "confidence"} <= set(rows[0])
 
 
 def test_weak_to_strong_recipe_runs_end_to_end(capsys, tmp_path, shared_data):
