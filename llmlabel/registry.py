@@ -48,6 +48,19 @@ class Registry:
             self._entries[name] = target
         return target
 
+    def checked(self, name: str, options: dict[str, Any], fixed: tuple[str, ...] = ()) -> Callable[..., Any]:
+        """The factory registered as `name`, after checking that every key of `options` is one of its constructor
+        parameters (other than `fixed`, which the caller passes itself); an unknown option raises a one-line
+        ConfigError naming it and the closest valid one."""
+        import inspect
+
+        factory = self.get(name)
+        valid = [p for p in inspect.signature(factory).parameters if p not in ("self", *fixed)]
+        for option in options:
+            if option not in valid:
+                raise ConfigError(unknown(f"option for {self.kind} '{name}'", option, valid or ["(none)"]))
+        return factory
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

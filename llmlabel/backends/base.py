@@ -166,14 +166,6 @@ def load_backend(name: str = "transformers", model: str | None = None, **options
 
     `options` go to the backend's constructor (e.g. `dtype`, `batch_tokens`, `base_url`).
     """
-    import inspect
-
-    from llmlabel.errors import unknown
     from llmlabel.registry import backends
 
-    factory = backends.get(name)
-    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "model")]
-    for key in options:
-        if key not in accepted:
-            raise ConfigError(unknown(f"option for backend '{name}'", key, accepted))
-    return factory(model=model, **options)
+    return backends.checked(name, options, fixed=("model",))(model=model, **options)

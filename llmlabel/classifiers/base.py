@@ -75,14 +75,6 @@ class TextClassifier(ABC):
 
 def make_classifier(name: str, labels: Sequence[str] | None = None, seed: int = 0, **options: Any) -> TextClassifier:
     """A classifier by registry name; unknown names and options give a one-line error with the closest valid one."""
-    import inspect
-
-    from llmlabel.errors import unknown
     from llmlabel.registry import classifiers
 
-    cls = classifiers.get(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "labels", "seed")]
-    for option in options:
-        if option not in valid:
-            raise ConfigError(unknown(f"option for classifier '{name}'", option, valid or ["(none)"]))
-    return cls(labels=labels, seed=seed, **options)
+    return classifiers.checked(name, options, fixed=("labels", "seed"))(labels=labels, seed=seed, **options)

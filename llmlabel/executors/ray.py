@@ -170,16 +170,9 @@ def _fingerprint(recipe: Any, dataset: Any) -> str:
 
 def _check_backend(recipe: Any) -> None:
     """Fail on the driver, before a cluster starts, for an unknown backend or backend option."""
-    import inspect
-
-    from llmlabel.errors import unknown
     from llmlabel.registry import backends
 
-    factory = backends.get(recipe.model.backend)
-    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "model")]
-    for key in recipe.model.options:
-        if key not in accepted:
-            raise ConfigError(unknown(f"option for backend '{recipe.model.backend}'", key, accepted))
+    backends.checked(recipe.model.backend, recipe.model.options, fixed=("model",))
 
 
 def _user_error(exc: BaseException) -> LLMLabelError | None:

@@ -131,14 +131,6 @@ def split_dev(pool: Sequence[Example], dev_size: int, seed: int = 0) -> tuple[li
 
 def make_method(name: str, labeler: Labeler, seed: int = 0, **options: Any) -> LabelingMethod:
     """A labeling method by registry name; unknown names and options give a one-line error."""
-    import inspect
-
-    from llmlabel.errors import unknown
     from llmlabel.registry import methods
 
-    cls = methods.get(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "labeler", "seed")]
-    for option in options:
-        if option not in valid:
-            raise ConfigError(unknown(f"option for method '{name}'", option, valid or ["(none)"]))
-    return cls(labeler, seed=seed, **options)
+    return methods.checked(name, options, fixed=("labeler", "seed"))(labeler, seed=seed, **options)

@@ -120,14 +120,6 @@ def pool_from_rows(rows: Sequence[dict[str, Any]], text_field: str = "text", lab
 
 def make_selector(name: str, seed: int = 0, **options: Any) -> Selector:
     """A selector by registry name; unknown names and options give a one-line error with the closest valid one."""
-    import inspect
-
-    from llmlabel.errors import unknown
     from llmlabel.registry import selectors
 
-    cls = selectors.get(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed")]
-    for option in options:
-        if option not in valid:
-            raise ConfigError(unknown(f"option for selector '{name}'", option, valid or ["(none)"]))
-    return cls(seed=seed, **options)
+    return selectors.checked(name, options, fixed=("seed",))(seed=seed, **options)
