@@ -155,3 +155,13 @@ class HashingEmbedder:
                 out[row, int(hashlib.md5(word.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) % self.dim] += 1
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1)
+
+
+def make_embedder(spec: object = DEFAULT_EMBEDDER) -> object:
+    """An embedder from a spec: an object with `encode` (used as is), 'hashing' (`HashingEmbedder`), or a model
+    name / sentence-transformers folder (`Embedder`)."""
+    if not isinstance(spec, str) and hasattr(spec, "encode"):
+        return spec
+    if str(spec) == "hashing":  # deterministic, dependency-free (tests, smoke runs)
+        return HashingEmbedder()
+    return Embedder(str(spec))

@@ -27,14 +27,10 @@ class KNNVoteClassifier(TextClassifier):
         self.smoothing = smoothing
         self._embedder_spec = embedder
 
-    def _embedder(self):
-        from llmlabel.selection.knn import KNNSelector
-
-        selector = KNNSelector(embedder=self._embedder_spec)
-        return selector._get_embedder()
-
     def _fit(self, texts, y):
-        self.embedder = self._embedder()
+        from llmlabel.embeddings import make_embedder
+
+        self.embedder = make_embedder(self._embedder_spec)
         self.vectors = self.embedder.encode(texts)
         self.y = y
 

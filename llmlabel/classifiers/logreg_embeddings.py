@@ -26,9 +26,9 @@ class LogRegEmbeddingsClassifier(TextClassifier):
             from sklearn.linear_model import LogisticRegression
         except ImportError:
             raise MissingDependencyError("scikit-learn", "logistic-regression classifiers") from None
-        from llmlabel.selection.knn import KNNSelector
+        from llmlabel.embeddings import make_embedder
 
-        self.embedder = KNNSelector(embedder=self._embedder_spec)._get_embedder()
+        self.embedder = make_embedder(self._embedder_spec)
         self.model = LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed)
         self.model.fit(self.embedder.encode(texts), y)
 

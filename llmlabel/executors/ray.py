@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from llmlabel.errors import ConfigError, LLMLabelError, MissingDependencyError
+from llmlabel.errors import LLMLabelError, MissingDependencyError
 from llmlabel.executors.base import Executor
 
 log = logging.getLogger("llmlabel")

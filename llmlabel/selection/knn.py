@@ -26,17 +26,9 @@ class KNNSelector(Selector):
 
     def _get_embedder(self):
         if self.embedder is None:
-            from llmlabel.embeddings import Embedder
+            from llmlabel.embeddings import make_embedder
 
-            spec = self._embedder_spec
-            if not isinstance(spec, str) and hasattr(spec, "encode"):
-                self.embedder = spec
-            elif str(spec) == "hashing":  # deterministic, dependency-free (tests, smoke runs)
-                from llmlabel.embeddings import HashingEmbedder
-
-                self.embedder = HashingEmbedder()
-            else:
-                self.embedder = Embedder(str(spec))
+            self.embedder = make_embedder(self._embedder_spec)
         return self.embedder
 
     def _fit(self, scorer) -> None:
