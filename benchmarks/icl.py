@@ -77,6 +77,9 @@ def _threads_for_load() -> None:
     siblings; use every core only when the machine is otherwise idle. (Accuracy does not depend on it.)"""
     import torch
 
+    if os.environ.get("LLMLABEL_BENCH_THREADS"):  # set by the caller: trust it
+        torch.set_num_threads(int(os.environ["LLMLABEL_BENCH_THREADS"]))
+        return
     busy = os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
     torch.set_num_threads(1 if busy else os.cpu_count() or 1)
 

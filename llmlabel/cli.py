@@ -88,7 +88,8 @@ def label(
                                      "base_url=http://127.0.0.1:8000/v1. Repeatable."),
     mode: str = typer.Option("score", help="score (label likelihoods) or generate (parse the model's answer)."),
     normalize: str = typer.Option("sum", help="score mode: sum or mean (per token) of label log-probs."),
-    calibration: str = typer.Option("none", help="none or contextual (Zhao et al. 2021)."),
+    calibration: str = typer.Option("auto", help="auto (batch: divide out the labeled rows' mean distribution), "
+                                     "none, contextual, domain, incontext or batch."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the result cache."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

@@ -137,8 +137,9 @@ class LabelingConfig(_Strict):
 
     mode: Literal["score", "generate"] = "score"
     normalize: Literal["sum", "mean"] = "sum"
-    #: none, contextual, domain, incontext or batch (see llmlabel/calibration/)
-    calibration: str = "none"
+    #: auto (batch in single-label score mode, else none), none, contextual, domain, incontext or batch
+    #: (see llmlabel/calibration/)
+    calibration: str = "auto"
     #: demonstrations chosen per row from a labeled pool (instead of fixed `examples`)
     selection: SelectionConfig | None = None
     #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion with a retrieval classifier)
@@ -154,8 +155,8 @@ class LabelingConfig(_Strict):
     def _known_calibration(cls, value: str) -> str:
         from llmlabel.registry import calibrators
 
-        if value != "none" and value not in calibrators:
-            raise ValueError(unknown("calibration", value, ["none", *calibrators.names()]))
+        if value not in ("auto", "none") and value not in calibrators:
+            raise ValueError(unknown("calibration", value, ["auto", "none", *calibrators.names()]))
         return value
 
 
