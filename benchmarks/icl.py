@@ -46,6 +46,8 @@ TASKS = {
                 text_pair_name="Hypothesis", text_pair_field="text_pair"),
     "banking77": dict(instruction="Classify the intent of the bank customer's message.", text_name="Message",
                       humanize_labels=True),
+    "clinc150": dict(instruction="Classify the intent of the user's request.", text_name="Request",
+                     humanize_labels=True),
 }
 #: Selector options sized for a 2-core CPU run (EPR scores train_queries x candidates one-shot prompts per seed).
 SELECTOR_OPTIONS = {"epr": dict(train_queries=48, candidates=6), "votek": dict(budget=100)}

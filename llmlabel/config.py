@@ -136,7 +136,10 @@ class LabelingConfig(_Strict):
     """How labels are produced."""
 
     mode: Literal["score", "generate"] = "score"
-    normalize: Literal["sum", "mean"] = "sum"
+    #: score mode: sum of label token log-probs, mean per token, or the first token's only
+    normalize: Literal["sum", "mean", "first"] = "sum"
+    #: text that starts the model's answer (e.g. "Label:"); labels are scored after it
+    answer_prefix: str = ""
     #: auto (batch in single-label score mode, else none), none, contextual, domain, incontext or batch
     #: (see llmlabel/calibration/)
     calibration: str = "auto"

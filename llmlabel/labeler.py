@@ -129,7 +129,10 @@ class Labeler:
         backend: a `Backend` (see `llmlabel.load_backend`).
         task: the `LabelTask`.
         mode: 'score' (label log-likelihoods; always a valid label) or 'generate' (the model answers; parsed).
-        normalize: score mode: 'sum' of label token log-probs, or 'mean' per token (favours no label by length).
+        normalize: score mode: 'sum' of label token log-probs, 'mean' per token (favours no label by length), or
+            'first': the first token's log-prob only (labels that start alike tie; cheapest for long labels).
+        answer_prefix: text that starts the model's answer after the prompt (e.g. "Label:"), so a bare label is a
+            likely continuation; labels are scored after it (with a space when it does not end in one).
         calibration: 'auto' (default: 'batch' in single-label score mode, else none), None/'none', or a calibrator
             name: 'contextual' (content-free inputs, Zhao et al. 2021),
             'domain' (random in-domain words, Fei et al. 2023), 'incontext' (the demonstrations' own inputs, Jang et
@@ -152,19 +155,19 @@ class Labeler:
     """
 
     def __init__(self, backend: Backend, task: LabelTask, mode: Literal["score", "generate"] = "score",
-                 normalize: Literal["sum", "mean"] = "sum", calibration: str | None = "auto",
+                 normalize: Literal["sum", "mean", "first"] = "sum", calibration: str | None = "auto",
                  examples: list[dict[str, Any]] | None = None, prompt: str | None = None,
                  cache: ResultCache | None = None, chunk_size: int = 256, max_answer_tokens: int = 16,
                  progress: bool = False, selector: Any = None, k: int = 4, ordering: str = "as_selected",
                  restrict_labels: int | None = None, calibration_sets: int = 4,
-                 domain_texts: list[str] | None = None, seed: int = 0):
+                 domain_texts: list[str] | None = None, seed: int = 0, answer_prefix: str = ""):
         from llmlabel.registry import calibrators
         from llmlabel.selection.ordering import ORDERINGS
 
         if mode not in ("score", "generate"):
             raise ConfigError(f"unknown mode '{mode}'; valid: generate, score")
-        if normalize not in ("sum", "mean"):
-            raise ConfigError(f"unknown normalize '{normalize}'; valid: mean, sum")
+        if normalize not in ("sum", "mean", "first"):
+            raise ConfigError(unknown("normalize", normalize, ["first", "mean", "sum"]))
         calibration = resolve_calibration(calibration, mode, task.multi_label)
         if calibration is not None and calibration not in calibrators:
             raise ConfigError(unknown("calibration", calibration, ["auto", "none", *calibrators.names()]))
@@ -178,6 +181,9 @@ class Labeler:
         self.task = task
         self.mode = mode
         self.normalize = normalize
+        self.answer_prefix = answer_prefix
+        #: labels follow the answer prefix as words: a space between them unless the prefix ends in whitespace
+        self._answer_join = " " if answer_prefix and not answer_prefix[-1].isspace() else ""
         self.calibration = calibration
         self.calibrator = calibrators.get(calibration)() if calibration else None
         self.examples = [self._example(ex) for ex in (examples or [])]
@@ -227,7 +233,7 @@ class Labeler:
             instruction=self.task.instruction, labels=shown,
             label=label, examples=examples, text_name=self.task.text_name,
             text_pair_name=self.task.text_pair_name, text=text, text_pair=text_pair)
-        return self.backend.chat_prompt([{"role": "user", "content": content}])
+        return self.backend.chat_prompt([{"role": "user", "content": content}]) + self.answer_prefix
 
     def _longest_answer_tokens(self) -> int:
         if not hasattr(self, "_answer_tokens"):
@@ -277,7 +283,10 @@ class Labeler:
                          names=[self.task.text_name, self.task.text_pair_name], examples=list(item.examples),
                          text=item.text, text_pair=item.text_pair,
                          candidates=None if item.cands is None else sorted(item.cands),
-                         max_answer_tokens=self.max_answer_tokens if self.mode == "generate" else None)
+                         max_answer_tokens=self.max_answer_tokens if self.mode == "generate" else None,
+                         # only when set, so entries made before these options existed stay valid
+                         **({"answer_prefix": self.answer_prefix} if self.answer_prefix else {}),
+                         **({"first_token": True} if self.normalize == "first" and self.mode == "score" else {}))
 
     # -- raw results ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -308,7 +317,8 @@ class Labeler:
         if self.task.multi_label:
             prompts = [self._render(it.text, it.text_pair, lab, it.examples) for it in items
                        for lab in self.task.labels]
-            flat = self._call(len(prompts), self.backend.score, prompts, [["yes", "no"]] * len(prompts))
+            yes_no = [self._answer_join + "yes", self._answer_join + "no"]
+            flat = self._call(len(prompts), self.backend.score, prompts, [yes_no] * len(prompts))
             n = len(self.task.labels)
             out: list[dict[str, Any] | BackendError] = []
             for i in range(len(items)):
@@ -317,7 +327,9 @@ class Labeler:
                 out.append(error if error is not None else {"yes_no": part})
             return out
         prompts = [self._render(it.text, it.text_pair, examples=it.examples, cands=it.cands) for it in items]
-        scored = self._call(len(prompts), self.backend.score, prompts, [self._texts(it.cands) for it in items])
+        first = {"first_token": True} if self.normalize == "first" else {}
+        scored = self._call(len(prompts), self.backend.score, prompts, [self._texts(it.cands) for it in items],
+                            **first)
         out = []
         for it, scores in zip(items, scored):
             if isinstance(scores, BackendError) or it.cands is None:
@@ -330,7 +342,8 @@ class Labeler:
         return out
 
     def _texts(self, cands: Sequence[int] | None) -> list[str]:
-        shown = self.task.texts_shown
+        """The continuations scored for a row's candidate labels (all labels when `cands` is None)."""
+        shown = [self._answer_join + t for t in self.task.texts_shown]
         return shown if cands is None else [shown[i] for i in sorted(cands)]
 
     def _raw(self, items: list[_Item], rows: bool = True) -> list[dict[str, Any] | BackendError]:

@@ -169,3 +169,30 @@ def test_default_calibration_is_batch_in_score_mode_only():
     assert {r.label for r in Labeler(FakeBackend(), TASK, calibration="none").label_texts(texts)} == {"positive"}
     assert Labeler(FakeBackend(), TASK, mode="generate").calibration is None
     assert Labeler(FakeBackend(), LabelTask(labels=["a", "b"], multi_label=True)).calibration is None
+
+
+def test_answer_prefix_ends_the_prompt_and_labels_follow_it_as_words():
+    seen = {}
+    backend = FakeBackend()
+    original = backend.score
+
+    def spy(prompts, candidates, first_token=False):
+        seen.update(prompts=prompts, candidates=candidates, first_token=first_token)
+        return original(prompts, candidates, first_token)
+
+    backend.score = spy
+    Labeler(backend, TASK, answer_prefix="Label:", calibration="none").label_texts(["fine"])
+    assert seen["prompts"][0].endswith("Label:") and seen["candidates"][0] == [" negative", " positive"]
+    Labeler(backend, TASK, answer_prefix="Label: ", calibration="none").label_texts(["fine"])
+    assert seen["candidates"][0] == ["negative", "positive"]
+
+
+def test_first_token_scoring_ties_labels_that_start_alike():
+    task = LabelTask(labels=["card arrival", "card linking", "refund"])
+    result = Labeler(FakeBackend(), task, normalize="first", calibration="none").label_texts(["my card"])[0]
+    assert result.label_probs["card arrival"] == pytest.approx(result.label_probs["card linking"])
+    full = Labeler(FakeBackend(), task, calibration="none").label_texts(["my card"])[0]
+    assert full.label_probs["card arrival"] != pytest.approx(full.label_probs["card linking"])
+    with pytest.raises(ConfigError, match=r"^unknown normalize 'frist' \(did you mean 'first'\?\); valid: first, "
+                                          r"mean, sum$"):
+        Labeler(FakeBackend(), task, normalize="frist")
