@@ -97,8 +97,8 @@ def agreement(exact: list, approximate: list) -> dict:
     """How far an approximate path's answers are from the exact path's on the same rows: share of rows with the same
     top label, and the mean L1 distance between the two label distributions."""
     same = sum(a.label == b.label for a, b in zip(exact, approximate)) / len(exact)
-    l1 = [sum(abs(a.label_probs.get(k, 0.0) - b.label_probs.get(k, 0.0)) for k in set(a.label_probs) | set(b.label_probs))
-          for a, b in zip(exact, approximate)]
+    l1 = [sum(abs(a.label_probs.get(k, 0.0) - b.label_probs.get(k, 0.0))
+              for k in set(a.label_probs) | set(b.label_probs)) for a, b in zip(exact, approximate)]
     return {"same_top_label_as_exact": round(same, 4), "mean_l1_to_exact": round(sum(l1) / len(l1), 4)}
 
 
@@ -175,6 +175,9 @@ def render(record: dict) -> str:
         base = d["paths"].get("naive", {}).get("items_per_second")
         for path, m in d["paths"].items():
             ratio = f" ({m['items_per_second'] / base:.1f}x)" if base and path != "naive" else ""
+            if "same_top_label_as_exact" in m:
+                path = (f"{path} (top label = exact on {100 * m['same_top_label_as_exact']:.0f}% of rows, "
+                        f"mean L1 {m['mean_l1_to_exact']:.2f})")
             lines.append(f"| {name} ({d['labels']}, {m['rows']}) | {path} | {m['items_per_second']:.2f}{ratio} | "
                          f"{m['prompt_tokens_per_second']:.0f} | {m['time_to_first_result']:.2f} | "
                          f"{m['accuracy']:.3f} | {m['unparseable']} |")
@@ -212,6 +215,8 @@ def main() -> None:
     parser.add_argument("--engine-datasets", default="sst2",
                         help="datasets the vllm/openai paths label (vLLM on CPU is slow for many labels)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--dtype", default="auto", help="transformers dtype for every transformers path (auto: the "
+                        "faster one on this machine: float32 without AMX, bfloat16 with it or on a GPU)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -220,7 +225,7 @@ def main() -> None:
         args.device_note = ", ".join(filter(None, [args.device_note, f"{args.threads} torch thread(s)"]))
     paths = args.backends.split(",")
     sizes = {k: int(v) for k, v in (p.split("=") for p in args.rows.split(","))}
-    record = {"model": "SmolLM2-135M-Instruct (bf16)", "date": time.strftime("%Y-%m-%d"),
+    record = {"model": "SmolLM2-135M-Instruct", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {args.device_note}" if args.device_note else ""),
               "datasets": {}, "load_seconds": {}}
     data = {name: load(name, n) for name, n in sizes.items()}
@@ -247,7 +252,8 @@ def main() -> None:
     from llmlabel.backends.transformers import TransformersBackend
 
     start = time.perf_counter()
-    hf = TransformersBackend()
+    hf = TransformersBackend(dtype=args.dtype)
+    record["model"] += f" ({hf.dtype})"
     record["load_seconds"]["transformers"] = time.perf_counter() - start
     for path in ("naive", "transformers"):
         if path in paths:
@@ -265,7 +271,7 @@ def main() -> None:
         from llmlabel.backends.vllm import VLLMBackend
 
         start = time.perf_counter()
-        engine = VLLMBackend()
+        engine = VLLMBackend(dtype=hf.dtype)  # every path runs the model in the same precision
         record["load_seconds"]["vllm"] = time.perf_counter() - start
         run_path("vllm", engine)
         engine.close()
@@ -275,7 +281,7 @@ def main() -> None:
         from llmlabel.testing import start_vllm_server
 
         start = time.perf_counter()
-        with start_vllm_server(resolve_model(None), timeout=300) as url:
+        with start_vllm_server(resolve_model(None), dtype=hf.dtype, timeout=300) as url:
             record["load_seconds"]["openai (vllm server)"] = time.perf_counter() - start
             run_path("openai", OpenAIBackend(base_url=url, timeout=300, concurrency=32))
     if not args.skip_rss:
