@@ -90,14 +90,14 @@ class SymbolTuningConfig(BaseModel):
     """What symbol tuning trains on and how (LoRA on the causal LM, CPU-sized defaults)."""
 
     model_config = ConfigDict(extra="forbid")
-    #: the causal LM to tune ('smollm2' = the embedded default, or a local HF folder)
-    model: str = "smollm2"
     #: labeled datasets the prompts are built from (keep the evaluation's datasets out of this list)
     datasets: list[DataConfig] = Field(min_length=1)
     #: rows read per label of each dataset (bounds selector fitting and memory)
     rows_per_label: int = Field(60, ge=2)
     #: label sub-tasks drawn per dataset; each has between labels_min and labels_max of its labels
     tasks_per_dataset: int = Field(8, ge=1)
+    #: prompts built per seed (training draws steps x batch_size of them, reshuffling when they run out)
+    prompts: int = Field(400, ge=1)
     labels_min: int = Field(2, ge=2)
     labels_max: int = Field(4, ge=2)
     #: exemplars per prompt, drawn uniformly in [k_min, k_max]
@@ -113,7 +113,7 @@ class SymbolTuningConfig(BaseModel):
     #: prompts longer than this (prompt + answer tokens) are dropped, and counted
     max_tokens: int = Field(192, ge=16)
     #: optimizer steps (each on batch_size prompts): the bound on tuning time
-    steps: int = Field(40, ge=1)
+    steps: int = Field(60, ge=1)
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(5e-4, gt=0)
     lora_r: int = Field(8, ge=1)
@@ -165,6 +165,12 @@ class LabeledSource:
     names: list[str]
 
 
+def source_name(path: str) -> str:
+    """A dataset's short name: its folder for a split file ('data/sst2/test.jsonl' -> 'sst2'), else its name."""
+    p = Path(path)
+    return p.parent.name if p.suffix else p.name
+
+
 def load_source(data: DataConfig, rows_per_label: int, seed: int = 0) -> LabeledSource:
     """Up to `rows_per_label` random rows of each label of `data` (gold labels needed)."""
     from llmlabel.data import Dataset
@@ -188,8 +194,7 @@ def load_source(data: DataConfig, rows_per_label: int, seed: int = 0) -> Labeled
         for i in rng.permutation(len(rows))[:rows_per_label]:
             texts.append(rows[int(i)])
             labels.append(label)
-    name = Path(data.path).parent.name if Path(data.path).suffix else Path(data.path).name
-    return LabeledSource(name, texts, labels, sorted(by_label))
+    return LabeledSource(source_name(data.path), texts, labels, sorted(by_label))
 
 
 def build_symbol_prompts(sources: list[LabeledSource], config: SymbolTuningConfig, n_prompts: int,
@@ -289,9 +294,9 @@ def answer_loss(logits: Any, labels: Any) -> Any:
                                              ignore_index=-100)
 
 
-def train_symbol_lora(config: SymbolTuningConfig, prompts: list[SymbolPrompt], out_dir: str | Path, seed: int = 0,
-                      progress: bool = True) -> dict[str, Any]:
-    """LoRA-tune `config.model` on `prompts` for `config.steps` steps; saves the peft adapter into `out_dir`.
+def train_symbol_lora(model_name: str | None, config: SymbolTuningConfig, prompts: list[SymbolPrompt],
+                      out_dir: str | Path, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """LoRA-tune the causal LM `model_name` (None/'smollm2' = the embedded default, or a HF folder) on `prompts` for `config.steps` steps; saves the peft adapter into `out_dir`.
 
     The base model loads in float32 (CPU training); only the LoRA matrices train, so the base weights on disk are
     never written. Returns (and writes to out_dir/symbol_tuning.json) steps, losses, timing and the data counts.
@@ -307,7 +312,7 @@ def train_symbol_lora(config: SymbolTuningConfig, prompts: list[SymbolPrompt], o
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
-    path = resolve_model(config.model)
+    path = resolve_model(model_name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     data, dropped = tokenize_prompts(tokenizer, prompts, config.max_tokens)
     if not data:

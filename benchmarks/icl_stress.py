@@ -1,0 +1,114 @@
+"""ICL stress suite: regular ICL, SUL-ICL, flipped-label ICL and label-free zero-shot on held-out tasks.
+
+Default: runs `recipes/symbol_tuning.yaml` (symbol-tune the default model with LoRA per seed, then the stress suite on
+held-out sst2 and trec, base vs tuned, 3 seeds), writes benchmarks/results/icl_stress.json and the README table
+between the icl_stress markers. `--eval-only` runs only the stress suite for any model (and adapter):
+
+    python benchmarks/icl_stress.py                                  # the recipe, 3 seeds (~30 min on 1 CPU thread)
+    python benchmarks/icl_stress.py --set seeds=[0] --set tuning.steps=10 --no-write   # a quick look
+    python benchmarks/icl_stress.py --eval-only --model smollm2 --adapter runs/symbol_tuning/seed0/adapter
+    python benchmarks/icl_stress.py --render-only                    # rebuild the README table
+
+Threads: `LLMLABEL_THREADS` (default 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.zero_shot import update_readme  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "icl_stress.json"
+RECIPE = ROOT / "recipes" / "symbol_tuning.yaml"
+NAMES = {"regular": "regular ICL", "sul": "SUL-ICL", "flipped": "flipped labels", "zero_shot": "zero-shot"}
+
+
+def _cell(stat: dict | None) -> str:
+    return "-" if not stat else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def render(record: dict) -> str:
+    """The README table: per held-out task and setting, base and symbol-tuned accuracy and the gain."""
+    meta = record["meta"]
+    lines = [f"Held-out tasks, {meta['rows']} test rows each, accuracy mean ± std over seeds {meta['seeds']} "
+             f"({meta['model']}, LoRA r={meta['lora_r']}, {meta['steps']} steps x {meta['batch_size']} prompts, "
+             f"{meta['tuning_seconds']:.0f} s tuning per seed; {meta['machine']}, {meta['threads']} thread(s), "
+             f"{meta['minutes']:.0f} min in all). Flipped: accuracy against the flipped labels (binary tasks only).",
+             "",
+             "| task | setting | base | symbol-tuned | gain | beyond seed spread |",
+             "|---|---|---|---|---|---|"]
+    for task, settings in record["summary"].items():
+        for setting, row in settings.items():
+            if not row.get("base"):
+                continue
+            lines.append(f"| {task} | {NAMES.get(setting, setting)} | {_cell(row['base'])} | {_cell(row['tuned'])} | "
+                         f"{row['gain']:+.3f} | {'yes' if row['beyond_spread'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(RECIPE))
+    parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. seeds=[0]")
+    parser.add_argument("--out-dir", default=str(ROOT / "runs" / "icl_stress"), help="adapters and the report")
+    parser.add_argument("--eval-only", action="store_true", help="only the stress suite, for --model/--adapter")
+    parser.add_argument("--backend", default="transformers")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--adapter", default=None)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results and README alone")
+    parser.add_argument("--render-only", action="store_true", help="rebuild the README table from the results file")
+    args = parser.parse_args()
+    if args.render_only:
+        update_readme("icl_stress", render(json.loads(RESULTS.read_text())))
+        return
+    import torch
+
+    threads = int(os.environ.get("LLMLABEL_THREADS", "1"))
+    torch.set_num_threads(threads)
+    from llmlabel.config import load_recipe
+
+    recipe = load_recipe(args.recipe, [f"output.dir={args.out_dir}", *args.set])
+    started = time.perf_counter()
+    if args.eval_only:
+        from llmlabel.backends.base import load_backend
+        from llmlabel.training.icl_stress import evaluate_stress
+
+        options = dict(recipe.model.options, **({"adapter": args.adapter} if args.adapter else {}))
+        backend = load_backend(args.backend, model=args.model, **options)
+        try:
+            out = {seed: evaluate_stress(backend, recipe.eval, seed) for seed in recipe.seeds}
+        finally:
+            backend.close()
+        print(json.dumps({"model": backend.model_id, "results": out}, indent=1))
+        return
+    recipe.tuning.threads = threads
+    summary = recipe.run(progress=True)
+    minutes = (time.perf_counter() - started) / 60
+    record = {
+        "meta": {"model": recipe.model.name, "backend": recipe.model.backend, "seeds": recipe.seeds,
+                 "rows": recipe.eval.rows, "lora_r": recipe.tuning.lora_r, "steps": recipe.tuning.steps,
+                 "batch_size": recipe.tuning.batch_size, "threads": threads, "minutes": round(minutes, 1),
+                 "tuning_seconds": sum(r["tuning"]["seconds"] for r in summary["records"]) / len(summary["records"]),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")},
+        "tuning": summary["tuning"], "eval": summary["eval"], "records": summary["records"],
+        "summary": summary["summary"]}
+    print(render(record))
+    if args.no_write:
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    update_readme("icl_stress", render(record))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
