@@ -187,7 +187,8 @@ def resolve_adapter(adapter: str) -> Adapter:
     if not config_file.is_file():
         raise ConfigError(f"adapter '{adapter}' is not a LoRA adapter folder (no adapter_config.json); give the "
                           "folder a symbol_tuning run saved (e.g. runs/symbol_tuning/seed0/adapter)")
-    weights = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin") if (folder / name).is_file()]
+    names = ("adapter_model.safetensors", "adapter_model.bin")
+    weights = [folder / name for name in names if (folder / name).is_file()]
     if not weights:
         raise ConfigError(f"adapter '{adapter}' has no adapter_model.safetensors")
     config = json.loads(config_file.read_text(encoding="utf-8"))

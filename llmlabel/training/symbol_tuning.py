@@ -250,8 +250,11 @@ def answer_text(symbol: str) -> str:
     return " " + symbol
 
 
-def tokenize_prompts(tokenizer: Any, prompts: list[SymbolPrompt], max_tokens: int) -> tuple[list[tuple[list[int],
-                                                                                                       list[int]]], int]:
+TokenizedPrompt = tuple[list[int], list[int]]
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[SymbolPrompt],
+                     max_tokens: int) -> tuple[list[TokenizedPrompt], int]:
     """(input ids, labels) per prompt, labels -100 everywhere but the answer symbol's tokens; and how many prompts
     were dropped for exceeding `max_tokens`. Prompt and answer are encoded separately, as the backends score them."""
     from llmlabel.backends.base import _encodable
@@ -269,7 +272,7 @@ def tokenize_prompts(tokenizer: Any, prompts: list[SymbolPrompt], max_tokens: in
     return out, dropped
 
 
-def _collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+def _collate(batch: list[TokenizedPrompt], pad_id: int) -> dict[str, Any]:
     """Right-padded input ids, attention mask and labels (-100 on padding)."""
     import torch
 
@@ -296,7 +299,8 @@ def answer_loss(logits: Any, labels: Any) -> Any:
 
 def train_symbol_lora(model_name: str | None, config: SymbolTuningConfig, prompts: list[SymbolPrompt],
                       out_dir: str | Path, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """LoRA-tune the causal LM `model_name` (None/'smollm2' = the embedded default, or a HF folder) on `prompts` for `config.steps` steps; saves the peft adapter into `out_dir`.
+    """LoRA-tune the causal LM `model_name` (None/'smollm2' = the embedded default, or a HF folder) on `prompts` for
+    `config.steps` steps; saves the peft adapter into `out_dir`.
 
     The base model loads in float32 (CPU training); only the LoRA matrices train, so the base weights on disk are
     never written. Returns (and writes to out_dir/symbol_tuning.json) steps, losses, timing and the data counts.
