@@ -7,6 +7,9 @@ between the icl_stress markers. `--eval-only` runs only the stress suite for any
     python benchmarks/icl_stress.py                                  # the recipe, 3 seeds (~30 min on 1 CPU thread)
     python benchmarks/icl_stress.py --set seeds=[0] --set tuning.steps=10 --no-write   # a quick look
     python benchmarks/icl_stress.py --eval-only --model smollm2 --adapter runs/symbol_tuning/seed0/adapter
+    python benchmarks/icl_stress.py --set seeds=[0] --set tuning.steps=300 --out-dir runs/icl_stress_long \\
+        --results benchmarks/results/icl_stress_long.json           # a longer tuning run (no README table)
+    python benchmarks/icl_stress.py --in-domain      # the saved adapters on ag_news test (a tuning task, new rows)
     python benchmarks/icl_stress.py --render-only                    # rebuild the README table
 
 Threads: `LLMLABEL_THREADS` (default 1).
@@ -52,7 +55,44 @@ def render(record: dict) -> str:
                 continue
             lines.append(f"| {task} | {NAMES.get(setting, setting)} | {_cell(row['base'])} | {_cell(row['tuned'])} | "
                          f"{row['gain']:+.3f} | {'yes' if row['beyond_spread'] else 'no'} |")
+    extra = record.get("in_domain")
+    if extra:
+        lines += ["", f"Diagnostic, not held out: {extra['task']} test rows ({extra['rows']}), a task the adapters were "
+                  "tuned on (other rows, eval words never tuned on), same adapters and seeds.", "",
+                  "| task | setting | base | symbol-tuned | gain | beyond seed spread |", "|---|---|---|---|---|---|"]
+        for task, settings in extra["summary"].items():
+            for setting, row in settings.items():
+                lines.append(f"| {task} (tuned on) | {NAMES.get(setting, setting)} | {_cell(row['base'])} | "
+                             f"{_cell(row['tuned'])} | {row['gain']:+.3f} | {'yes' if row['beyond_spread'] else 'no'} |")
     return "\n".join(lines)
+
+
+def in_domain(record: dict, rows: int, model_options: dict) -> dict:
+    """The saved adapters (and the base model) on ag_news test rows: tuned on that task (other rows), so this shows
+    whether tuning learned the mapping at all, apart from whether it transfers to held-out tasks."""
+    from llmlabel.backends.base import load_backend
+    from llmlabel.config import DataConfig
+    from llmlabel.training.icl_stress import StressConfig, StressTask, evaluate_stress, summarize
+
+    data = ROOT.parent / "shared" / "data" / "ag_news"
+    config = StressConfig(tasks=[StressTask(data=DataConfig(path=str(data / "test.jsonl")),
+                                            pool=DataConfig(path=str(data / "train.jsonl")))],
+                          settings=["regular", "sul", "zero_shot"], rows=rows)
+    base = load_backend(record["meta"]["backend"], model=record["meta"]["model"], **model_options)
+    records = []
+    try:
+        for seed_record in record["records"]:
+            seed = seed_record["seed"]
+            tuned = load_backend(record["meta"]["backend"], model=record["meta"]["model"],
+                                 adapter=seed_record["adapter"], **model_options)
+            try:
+                records.append({"seed": seed, "base": evaluate_stress(base, config, seed),
+                                "tuned": evaluate_stress(tuned, config, seed)})
+            finally:
+                tuned.close()
+    finally:
+        base.close()
+    return {"task": "ag_news", "rows": rows, "records": records, "summary": summarize(records)}
 
 
 def main() -> None:
@@ -64,9 +104,15 @@ def main() -> None:
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--adapter", default=None)
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="results file; the README table is written only for the default one")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results and README alone")
+    parser.add_argument("--in-domain", action="store_true",
+                        help="add the ag_news (tuned-on task) diagnostic for the adapters in the results file")
     parser.add_argument("--render-only", action="store_true", help="rebuild the README table from the results file")
     args = parser.parse_args()
+    results = Path(args.results)
+    readme = results.resolve() == RESULTS.resolve()
     if args.render_only:
         update_readme("icl_stress", render(json.loads(RESULTS.read_text())))
         return
@@ -77,6 +123,14 @@ def main() -> None:
     from llmlabel.config import load_recipe
 
     recipe = load_recipe(args.recipe, [f"output.dir={args.out_dir}", *args.set])
+    if args.in_domain:
+        record = json.loads(results.read_text())
+        record["in_domain"] = in_domain(record, recipe.eval.rows, recipe.model.options)
+        print(render(record))
+        results.write_text(json.dumps(record, indent=1) + "\n")
+        if readme:
+            update_readme("icl_stress", render(record))
+        return
     started = time.perf_counter()
     if args.eval_only:
         from llmlabel.backends.base import load_backend
@@ -104,10 +158,11 @@ def main() -> None:
     print(render(record))
     if args.no_write:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
-    update_readme("icl_stress", render(record))
-    print(f"wrote {RESULTS}")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(record, indent=1) + "\n")
+    if readme:
+        update_readme("icl_stress", render(record))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
