@@ -4,10 +4,11 @@ Default: runs `recipes/symbol_tuning.yaml` (symbol-tune the default model with L
 held-out sst2 and trec, base vs tuned, 3 seeds), writes benchmarks/results/icl_stress.json and the README table
 between the icl_stress markers. `--eval-only` runs only the stress suite for any model (and adapter):
 
-    python benchmarks/icl_stress.py                                  # the recipe, 3 seeds (~30 min on 1 CPU thread)
+    python benchmarks/icl_stress.py                                  # the recipe, 3 seeds (~17 min on 1 CPU thread)
     python benchmarks/icl_stress.py --set seeds=[0] --set tuning.steps=10 --no-write   # a quick look
-    python benchmarks/icl_stress.py --eval-only --model smollm2 --adapter runs/symbol_tuning/seed0/adapter
-    python benchmarks/icl_stress.py --set seeds=[0] --set tuning.steps=300 --out-dir runs/icl_stress_long \\
+    python benchmarks/icl_stress.py --eval-only --model smollm2 --adapter runs/icl_stress/seed0/adapter
+    python benchmarks/icl_stress.py --set seeds=[0] --set tuning.steps=300 --set tuning.prompts=1200 \\
+        --out-dir runs/icl_stress_long \\
         --results benchmarks/results/icl_stress_long.json           # a longer tuning run (no README table)
     python benchmarks/icl_stress.py --in-domain      # the saved adapters on ag_news test (a tuning task, new rows)
     python benchmarks/icl_stress.py --render-only                    # rebuild the README table

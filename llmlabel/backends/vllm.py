@@ -10,6 +10,9 @@ log-probabilities, which turns the prefix cache off.)
 
 Generation is greedy; `choices` and `json_schema` use vLLM's structured outputs (constrained decoding).
 
+With `adapter` (a peft LoRA folder, e.g. from a `symbol_tuning` recipe), the engine starts with LoRA enabled and every
+request carries the adapter's `LoRARequest` (the CPU build serves LoRA too).
+
 Prompts and candidates are tokenized with the same `TokenizerMixin` rules as the transformers backend and handed to
 vLLM as token ids, so both backends score exactly the same tokens.
 
