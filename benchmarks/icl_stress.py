@@ -40,6 +40,10 @@ def _cell(stat: dict | None) -> str:
     return "-" if not stat else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
+def _spread(flag: bool | None) -> str:
+    return "n/a (1 seed)" if flag is None else ("yes" if flag else "no")
+
+
 def render(record: dict) -> str:
     """The README table: per held-out task and setting, base and symbol-tuned accuracy and the gain."""
     meta = record["meta"]
@@ -55,7 +59,7 @@ def render(record: dict) -> str:
             if not row.get("base"):
                 continue
             lines.append(f"| {task} | {NAMES.get(setting, setting)} | {_cell(row['base'])} | {_cell(row['tuned'])} | "
-                         f"{row['gain']:+.3f} | {'yes' if row['beyond_spread'] else 'no'} |")
+                         f"{row['gain']:+.3f} | {_spread(row['beyond_spread'])} |")
     extra = record.get("in_domain")
     if extra:
         lines += ["", f"Diagnostic, not held out: {extra['task']} test rows ({extra['rows']}), a task the adapters were "
@@ -64,7 +68,7 @@ def render(record: dict) -> str:
         for task, settings in extra["summary"].items():
             for setting, row in settings.items():
                 lines.append(f"| {task} (tuned on) | {NAMES.get(setting, setting)} | {_cell(row['base'])} | "
-                             f"{_cell(row['tuned'])} | {row['gain']:+.3f} | {'yes' if row['beyond_spread'] else 'no'} |")
+                             f"{_cell(row['tuned'])} | {row['gain']:+.3f} | {_spread(row['beyond_spread'])} |")
     return "\n".join(lines)
 
 

@@ -151,7 +151,7 @@ def evaluate_stress(backend: Any, config: StressConfig, seed: int, progress: boo
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over seeds of base and tuned accuracy per task and setting, the tuned - base difference, and
-    whether the difference is beyond the seed spread (mean gain > std of base + std of tuned)."""
+    whether the difference is beyond the seed spread (mean gain > std of base + std of tuned; None for one seed)."""
     out: dict[str, Any] = {}
     first = records[0]
     for task, settings in first["base"].items():
@@ -166,6 +166,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             if row.get("base") and row.get("tuned"):
                 gain = row["tuned"]["mean"] - row["base"]["mean"]
                 row["gain"] = gain
-                row["beyond_spread"] = bool(gain > row["base"]["std"] + row["tuned"]["std"])
+                # one seed has no spread: None rather than a claim
+                seeds = min(len(row["base"]["values"]), len(row["tuned"]["values"]))
+                row["beyond_spread"] = bool(gain > row["base"]["std"] + row["tuned"]["std"]) if seeds > 1 else None
             out[task][setting] = row
     return out

@@ -210,6 +210,7 @@ def test_summary_flags_gains_beyond_the_seed_spread():
     assert summarize(records)["t"]["flipped"] == {"base": None, "tuned": None}
     records[0]["tuned"]["t"]["sul"] = 0.30  # a seed that lost: spread swamps the gain
     assert summarize(records)["t"]["sul"]["beyond_spread"] is False
+    assert summarize(records[1:2])["t"]["sul"]["beyond_spread"] is None  # one seed: no spread to be beyond
 
 
 def test_adapter_folder_is_checked(tmp_path):
