@@ -46,6 +46,8 @@ TASKS = {
                 text_pair_name="Hypothesis", text_pair_field="text_pair"),
     "banking77": dict(instruction="Classify the intent of the bank customer's message.", text_name="Message",
                       humanize_labels=True),
+    "clinc150": dict(instruction="Classify the intent of the user's request.", text_name="Request",
+                     humanize_labels=True),
 }
 #: Selector options sized for a 2-core CPU run (EPR scores train_queries x candidates one-shot prompts per seed).
 SELECTOR_OPTIONS = {"epr": dict(train_queries=48, candidates=6), "votek": dict(budget=100)}
@@ -77,6 +79,9 @@ def _threads_for_load() -> None:
     siblings; use every core only when the machine is otherwise idle. (Accuracy does not depend on it.)"""
     import torch
 
+    if os.environ.get("LLMLABEL_BENCH_THREADS"):  # set by the caller: trust it
+        torch.set_num_threads(int(os.environ["LLMLABEL_BENCH_THREADS"]))
+        return
     busy = os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
     torch.set_num_threads(1 if busy else os.cpu_count() or 1)
 
@@ -120,7 +125,7 @@ def run_dataset(dataset: str, rows: int, ks: list[int], seeds: list[int], select
     train = list(Dataset(DATA / dataset / "train.jsonl"))
     cache = ResultCache(cache_dir() / "bench-icl" / f"{dataset}.sqlite")
     done = {(r["dataset"], r["selector"], r["k"], r["seed"], r["calibration"], r["rows"]) for r in results}
-    base = {"dataset": dataset, "rows": len(items)}
+    base = {"dataset": dataset, "rows": len(items), "dtype": getattr(backend, "dtype", None)}
     majority = majority_baseline(gold)[1]
     if (dataset, "majority", 0, 0, "none", len(items)) not in done:
         results.append({**base, "selector": "majority", "k": 0, "seed": 0, "calibration": "none",
@@ -173,7 +178,8 @@ def render(results: list[dict], meta: dict) -> str:
         rs = [r for r in results if r["dataset"] == dataset]
         ks = sorted({r["k"] for r in rs if r["selector"] not in ("majority", "4-NN vote (no LLM)", "zero-shot")})
         top_k = max(ks) if ks else 0
-        lines.append(f"**{dataset}** ({rs[0]['rows']} test rows)\n")
+        dtype = rs[0].get("dtype") or "bfloat16"  # records from before the dtype field ran in bfloat16
+        lines.append(f"**{dataset}** ({rs[0]['rows']} test rows, {dtype})\n")
         lines.append("| selector | " + " | ".join(f"acc k={k}" for k in ks) + " | "
                      + " | ".join(f"F1 {c}" for c in CALIBRATIONS) + " |")
         lines.append("|---|" + "---|" * (len(ks) + len(CALIBRATIONS)))
@@ -201,6 +207,9 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=2000, help="exemplar pool drawn from train per seed")
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--render-only", action="store_true", help="rebuild the README table from the results file")
+    parser.add_argument("--dtype", default="auto", help="transformers dtype (auto: the faster one on this machine)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: all cores on an idle machine, 1 when it is busy)")
     args = parser.parse_args()
     from llmlabel.backends.base import load_backend
     from benchmarks.zero_shot import update_readme
@@ -222,7 +231,10 @@ def main() -> None:
         update_readme("icl", render(data["results"], data["meta"]))
 
     if not args.render_only:
-        backend = load_backend(args.backend, model="smollm2")
+        if args.threads:
+            os.environ["LLMLABEL_BENCH_THREADS"] = str(args.threads)
+        options = {"dtype": args.dtype} if args.backend == "transformers" else {}
+        backend = load_backend(args.backend, model="smollm2", **options)
         start = time.perf_counter()
         for dataset in args.datasets.split(","):
             run_dataset(dataset, args.rows, [int(k) for k in args.ks.split(",")],

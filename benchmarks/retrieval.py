@@ -83,7 +83,7 @@ def run_dataset(dataset: str, rows: int, seeds: list[int], pool_size: int, dev_s
     train = list(Dataset(DATA / dataset / "train.jsonl"))
     cache = ResultCache(cache_dir() / "bench-retrieval" / f"{dataset}.sqlite")
     done = {(r["dataset"], r["method"], r["seed"], r["rows"]) for r in results}
-    base = {"dataset": dataset, "rows": len(items)}
+    base = {"dataset": dataset, "rows": len(items), "dtype": backend.dtype}
 
     def add(method: str, seed: int, pred: list[str], **extra) -> None:
         record = {**base, "method": method, "seed": seed, **metrics(gold, pred, names), **extra}
@@ -145,9 +145,13 @@ def render(results: list[dict], meta: dict) -> str:
     """One table: methods x datasets, accuracy and macro-F1 (mean ± std over seeds)."""
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
+    def dtype_of(d: str) -> str:  # records from before the dtype field ran in bfloat16
+        return next(r.get("dtype", "bfloat16") for r in results if r["dataset"] == d)
+
     lines = [f"{meta['model']}, {meta['machine']}, {meta['date']}; accuracy / macro-F1 %, mean ± std over seeds "
-             "(labeled pools); test rows per dataset: "
-             + ", ".join(f"{d} {next(r['rows'] for r in results if r['dataset'] == d)}" for d in datasets), ""]
+             "(labeled pools); test rows (model dtype) per dataset: "
+             + ", ".join(f"{d} {next(r['rows'] for r in results if r['dataset'] == d)} ({dtype_of(d)})"
+                         for d in datasets), ""]
     lines.append("| method | " + " | ".join(datasets) + " |")
     lines.append("|---|" + "---|" * len(datasets))
     for method in methods:
@@ -161,18 +165,23 @@ def render(results: list[dict], meta: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=",".join(TASKS))
+    parser.add_argument("--datasets", default="sst2,trec,ag_news,rte,banking77")
     parser.add_argument("--rows", type=int, default=500)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pool-size", type=int, default=1000)
     parser.add_argument("--dev-size", type=int, default=200)
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--dtype", default="auto", help="transformers dtype (auto: the faster one on this machine)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: all cores on an idle machine, 1 when it is busy)")
     args = parser.parse_args()
     from benchmarks.zero_shot import update_readme
     from llmlabel.backends.transformers import TransformersBackend
 
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
-    data["meta"] = {"model": "SmolLM2-135M-Instruct (bf16, transformers)",
+    if args.threads:
+        os.environ["LLMLABEL_BENCH_THREADS"] = str(args.threads)
+    data["meta"] = {"model": "SmolLM2-135M-Instruct (transformers)",
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
 
     def save() -> None:
@@ -181,7 +190,7 @@ def main() -> None:
         update_readme("retrieval", render(data["results"], data["meta"]))
 
     if not args.render_only:
-        backend = TransformersBackend()
+        backend = TransformersBackend(dtype=args.dtype)
         MemoNextToken(backend)
         for dataset in args.datasets.split(","):
             run_dataset(dataset, args.rows, [int(s) for s in args.seeds.split(",")], args.pool_size, args.dev_size,

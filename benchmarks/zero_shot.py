@@ -1,72 +1,75 @@
-"""Zero-shot accuracy of the default model on the first N rows of a shared dataset, in one run.
+"""Zero-shot labeling with the default `Labeler` (no labeled data) on every shared dataset, in one run.
 
-Writes benchmarks/results/zero_shot.json and refreshes the README table built from it:
+Per dataset, a fixed random sample of test rows (seed 1234, as in benchmarks/icl.py); settings: the default Labeler
+(calibration 'auto' = batch), no calibration, contextual calibration, and optionally free generation (parsed);
+each against the majority class's accuracy and macro-F1. Writes benchmarks/results/zero_shot.json and the README
+table:
 
-    python benchmarks/zero_shot.py            # sst2, first 500 test rows
-    python benchmarks/zero_shot.py --rows 100 --no-generate
+    python benchmarks/zero_shot.py                              # all six datasets, 200 rows each
+    python benchmarks/zero_shot.py --datasets sst2 --rows 500 --generate
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from llmlabel.backends.transformers import TransformersBackend
-from llmlabel.cache import ResultCache
-from llmlabel.data import Dataset, load_labels_file
-from llmlabel.labeler import Labeler
-from llmlabel.metrics import evaluate, majority_baseline
-from llmlabel.task import LabelTask
-
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "zero_shot.json"
-INSTRUCTIONS = {
-    "sst2": ("Classify the sentiment of the movie review.", "Review"),
-    "ag_news": ("Classify the topic of the news article.", "Article"),
-    "trec": ("Classify the type of answer the question asks for.", "Question"),
-}
+DATASETS = ("sst2", "ag_news", "trec", "rte", "banking77", "clinc150")
 
 
-def run(dataset: str, rows: int, generate: bool) -> dict:
+def run(dataset: str, rows: int, generate: bool, backend) -> dict:
     """Label the rows under each setting with one loaded model; return the results record."""
-    data = Dataset(DATA / dataset / "test.jsonl", limit=rows)
-    names = load_labels_file(DATA / dataset / "labels.json")
-    instruction, text_name = INSTRUCTIONS[dataset]
-    task = LabelTask(labels=names, instruction=instruction, text_name=text_name)
-    items = list(data)
+    from benchmarks.icl import make_task, test_rows
+    from llmlabel.cache import ResultCache
+    from llmlabel.labeler import Labeler
+    from llmlabel.metrics import evaluate, majority_baseline
+
+    task = make_task(dataset)
+    items = test_rows(dataset, rows)
     gold = [task.gold(r) for r in items]
-    backend = TransformersBackend()
-    settings = [("score", dict(mode="score")), ("score + contextual calibration",
-                                                   dict(mode="score", calibration="contextual"))]
+    names = task.names
+    settings = [("default Labeler (calibration auto = batch)", dict(mode="score")),
+                ("score, no calibration", dict(mode="score", calibration="none")),
+                ("score + contextual calibration", dict(mode="score", calibration="contextual"))]
     if generate:
         settings.append(("generate (free text, parsed)", dict(mode="generate")))
     majority_label, majority_acc = majority_baseline(gold)
-    record = {"dataset": dataset, "rows": len(items), "model": "SmolLM2-135M-Instruct (bf16, transformers)",
-              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-              "date": time.strftime("%Y-%m-%d"),
+    majority = evaluate(gold, [majority_label] * len(gold), names)
+    record = {"dataset": dataset, "rows": len(items), "labels": len(names),
+              "model": f"SmolLM2-135M-Instruct ({backend.dtype}, transformers)",
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
               "settings": [{"setting": f"majority class ('{majority_label}')", "accuracy": majority_acc,
-                            "macro_f1": None, "ece": None, "items_per_second": None, "unparseable": 0}]}
-    with tempfile.TemporaryDirectory() as tmp:  # a fresh cache: every number is computed, not looked up
+                            "macro_f1": majority["macro_f1"], "ece": None, "items_per_second": None,
+                            "unparseable": 0}]}
+    with tempfile.TemporaryDirectory() as tmp:
+        # One cache for the score settings: the model scores each row once (timed in the first setting); the
+        # others apply their calibration to the same raw scores. Generation gets its own.
         for name, options in settings:
             if options["mode"] == "generate":
                 backend.supports_choices = False  # the naive way: free generation, then parse the answer
-            labeler = Labeler(backend, task, cache=ResultCache(Path(tmp) / f"{len(record['settings'])}.sqlite"),
-                              progress=True, **options)
+            cache = ResultCache(Path(tmp) / f"{options['mode']}.sqlite")
+            labeler = Labeler(backend, task, cache=cache, progress=True, chunk_size=64, **options)
             out = labeler.label(items)
             backend.supports_choices = True
             report = evaluate(gold, [r["label"] for r in out], names, [r["confidence"] for r in out])
+            timed = labeler.stats.computed == len(items)
             record["settings"].append({
                 "setting": name, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                 "ece": report["ece"] if options["mode"] == "score" else None,
-                "items_per_second": labeler.stats.items_per_second,
-                "unparseable": labeler.stats.statuses.get("unparseable", 0)})
+                "items_per_second": labeler.stats.items_per_second if timed else None,
+                "unparseable": labeler.stats.statuses.get("unparseable", 0),
+                "beats_majority_macro_f1": report["macro_f1"] > majority["macro_f1"]})
             print(f"{dataset} {name}: acc {report['accuracy']:.4f} f1 {report['macro_f1']:.4f} "
-                  f"{labeler.stats.items_per_second:.2f} items/s")
+                  f"(majority f1 {majority['macro_f1']:.4f})", flush=True)
     return record
 
 
@@ -74,8 +77,8 @@ def render(results: dict) -> str:
     """Markdown table of the results file."""
     lines = []
     for record in results.values():
-        lines.append(f"**{record['dataset']}**, first {record['rows']} test rows, {record['model']}, "
-                     f"{record['machine']}, {record['date']}:\n")
+        lines.append(f"**{record['dataset']}** ({record['labels']} labels), {record['rows']} random test rows, "
+                     f"{record['model']}, {record['machine']}, {record['date']}:\n")
         lines.append("| setting | accuracy | macro-F1 | ECE | items/s | unparseable |")
         lines.append("|---|---|---|---|---|---|")
         for s in record["settings"]:
@@ -99,16 +102,25 @@ def update_readme(marker: str, table: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="sst2", help="comma-separated: " + ", ".join(INSTRUCTIONS))
-    parser.add_argument("--rows", type=int, default=500)
-    parser.add_argument("--no-generate", action="store_true", help="skip the slow free-generation setting")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--generate", action="store_true", help="add the slow free-generation setting")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
+    import torch
+
+    from llmlabel.backends.transformers import TransformersBackend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backend = TransformersBackend()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = {k: v for k, v in results.items() if "labels" in v}  # drop records from the older format
     for dataset in args.datasets.split(","):
-        results[dataset] = run(dataset, args.rows, not args.no_generate)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    update_readme("zero_shot", render(results))
+        results[dataset] = run(dataset, args.rows, args.generate, backend)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        update_readme("zero_shot", render(results))
     print(f"wrote {RESULTS}")
 
 

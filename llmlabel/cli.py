@@ -87,8 +87,11 @@ def label(
     option: list[str] = typer.Option([], help="Backend option key=value, e.g. dtype=float32 or "
                                      "base_url=http://127.0.0.1:8000/v1. Repeatable."),
     mode: str = typer.Option("score", help="score (label likelihoods) or generate (parse the model's answer)."),
-    normalize: str = typer.Option("sum", help="score mode: sum or mean (per token) of label log-probs."),
-    calibration: str = typer.Option("none", help="none or contextual (Zhao et al. 2021)."),
+    normalize: str = typer.Option("sum", help="score mode: sum, mean (per token) or first (first token only) of "
+                                  "label log-probs."),
+    answer_prefix: str = typer.Option("", help="Text that starts the model's answer, e.g. 'Label:'."),
+    calibration: str = typer.Option("auto", help="auto (batch: divide out the labeled rows' mean distribution), "
+                                     "none, contextual, domain, incontext or batch."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the result cache."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -103,7 +106,8 @@ def label(
                  "text_pair_field": text_pair_field, "label_field": label_field},
         "task": {"instruction": instruction,
                  "labels": [x.strip() for x in labels.split(",") if x.strip()] if labels else None},
-        "labeling": {"mode": mode, "normalize": normalize, "calibration": calibration},
+        "labeling": {"mode": mode, "normalize": normalize, "calibration": calibration,
+                     "answer_prefix": answer_prefix},
         "output": {"dir": str(output), **({"cache": None} if no_cache else {})},
     }
     _print_summary(run_recipe(load_recipe(data=recipe, source="flags"), progress=not quiet))

@@ -136,9 +136,13 @@ class LabelingConfig(_Strict):
     """How labels are produced."""
 
     mode: Literal["score", "generate"] = "score"
-    normalize: Literal["sum", "mean"] = "sum"
-    #: none, contextual, domain, incontext or batch (see llmlabel/calibration/)
-    calibration: str = "none"
+    #: score mode: sum of label token log-probs, mean per token, or the first token's only
+    normalize: Literal["sum", "mean", "first"] = "sum"
+    #: text that starts the model's answer (e.g. "Label:"); labels are scored after it
+    answer_prefix: str = ""
+    #: auto (batch in single-label score mode, else none), none, contextual, domain, incontext or batch
+    #: (see llmlabel/calibration/)
+    calibration: str = "auto"
     #: demonstrations chosen per row from a labeled pool (instead of fixed `examples`)
     selection: SelectionConfig | None = None
     #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion with a retrieval classifier)
@@ -154,8 +158,8 @@ class LabelingConfig(_Strict):
     def _known_calibration(cls, value: str) -> str:
         from llmlabel.registry import calibrators
 
-        if value != "none" and value not in calibrators:
-            raise ValueError(unknown("calibration", value, ["none", *calibrators.names()]))
+        if value not in ("auto", "none") and value not in calibrators:
+            raise ValueError(unknown("calibration", value, ["auto", "none", *calibrators.names()]))
         return value
 
 

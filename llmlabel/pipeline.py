@@ -105,7 +105,8 @@ def build_engine(recipe: Recipe, task: LabelTask, backend: Any, cache: Any = Non
     options = dict(mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
                    calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
                    prompt=recipe.labeling.prompt, cache=cache, chunk_size=recipe.labeling.chunk_size,
-                   max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress)
+                   max_answer_tokens=recipe.labeling.max_answer_tokens, progress=progress,
+                   answer_prefix=recipe.labeling.answer_prefix)
     selection = recipe.labeling.selection
     if selection is not None:
         selector = build_selector(selection, recipe, task, Labeler(backend, task, cache=cache))

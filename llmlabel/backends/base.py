@@ -26,10 +26,11 @@ class Backend(ABC):
     supports_json_schema: bool = False
 
     @abstractmethod
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+    def score(self, prompts: list[str], candidates: list[list[str]], first_token: bool = False) -> list[list[float]]:
         """Log-probability of each candidate continuation of each prompt.
 
         `candidates[i]` are the continuations of `prompts[i]`; returns one list of floats per prompt, in order.
+        With `first_token`, only each candidate's first token is scored (candidates that share it tie).
         """
 
     @abstractmethod
@@ -118,11 +119,15 @@ class TokenizerMixin:
                 raise ConfigError(f"candidate '{cand}' encodes to no tokens; labels must be non-empty text")
         return [[ids[c] for c in cands] for cands in candidates]
 
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-        """Sum of log-probabilities of each candidate's tokens after its prompt: encodes, then `score_ids`."""
+    def score(self, prompts: list[str], candidates: list[list[str]], first_token: bool = False) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate's tokens after its prompt (with `first_token`, of its first
+        token only): encodes, then `score_ids`."""
         if len(prompts) != len(candidates):
             raise ValueError("score() needs one candidate list per prompt")
-        return self.score_ids(self.encode_many(prompts), self.encode_candidates(candidates))
+        cand_ids = self.encode_candidates(candidates)
+        if first_token:
+            cand_ids = [[ids[:1] for ids in cands] for cands in cand_ids]
+        return self.score_ids(self.encode_many(prompts), cand_ids)
 
     def score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[float]]:
         """`score` on token ids; each engine implements it."""

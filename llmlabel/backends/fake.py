@@ -63,9 +63,12 @@ class FakeBackend(Backend):
         words = text.split()
         return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
 
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-        """2 x occurrences of the candidate in the prompt - 0.5 x its token count + jitter."""
+    def score(self, prompts: list[str], candidates: list[list[str]], first_token: bool = False) -> list[list[float]]:
+        """2 x occurrences of the candidate in the prompt - 0.5 x its token count + jitter (with `first_token`, of
+        its first whitespace token)."""
         self.calls["score"] += 1
+        if first_token:
+            candidates = [[c.split()[0] if c.split() else c for c in cands] for cands in candidates]
         out = []
         for prompt, cands in zip(prompts, candidates, strict=True):
             if self.delay:

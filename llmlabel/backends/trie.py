@@ -21,6 +21,8 @@ class CandidateTrie:
         tokens: token id of each fed node (nodes with children), parents before children.
         depths: depth of each fed node (0 = first candidate token).
         parents: index of each fed node's parent among fed nodes (-1 = the prompt's last token).
+        roots: for each fed node, the index of its depth-0 ancestor among fed nodes (itself at depth 0).
+        first_tokens: the first token id of each candidate.
         sources / targets / owners: for every token of every candidate, the output row predicting it (0 = the prompt's
             last token, 1 + j = fed node j), the token id, and the candidate index; summing the log-probabilities
             `logp[sources, targets]` per owner gives each candidate's score.
@@ -52,8 +54,12 @@ class CandidateTrie:
         self.tokens = [node_token[n] for n in fed]
         self.parents = [fed_index[node_parent[n]] if node_parent[n] >= 0 else -1 for n in fed]
         self.depths: list[int] = []
-        for parent in self.parents:
+        self.roots: list[int] = []  # the depth-0 ancestor (among fed nodes) of each fed node
+        for j, parent in enumerate(self.parents):
             self.depths.append(0 if parent < 0 else self.depths[parent] + 1)
+            self.roots.append(j if parent < 0 else self.roots[parent])
+        #: first token of each candidate
+        self.first_tokens = [node_token[path[0]] for path in paths]
         self.sources: list[int] = []
         self.targets: list[int] = []
         self.owners: list[int] = []

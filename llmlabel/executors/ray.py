@@ -134,12 +134,19 @@ class LabelActor:
         })
 
 
+def _calibration(recipe: Any) -> str | None:
+    """The calibrator the recipe's Labelers use ('auto' resolved)."""
+    from llmlabel.labeler import resolve_calibration
+
+    return resolve_calibration(recipe.labeling.calibration, recipe.labeling.mode, recipe.task.multi_label)
+
+
 def _needs_priming(recipe: Any) -> bool:
     """Whether engines must first see the data's first chunk to calibrate as a local run does: calibrations built
     from the in-domain texts seen first, and any probe calibration with demonstrations chosen per row (the shared
     prior comes from the first chunk's demonstrations). `batch` cannot be reproduced this way (see the module doc)."""
-    calibration = recipe.labeling.calibration
-    if calibration in ("none", "batch"):
+    calibration = _calibration(recipe)
+    if calibration in (None, "batch"):
         return False
     return calibration in _FIRST_CHUNK_CALIBRATIONS or recipe.labeling.selection is not None
 
@@ -313,7 +320,7 @@ class RayExecutor(Executor):
         task = build_task(recipe, dataset)
         has_gold = check_data(task, dataset)
         _check_backend(recipe)
-        if recipe.labeling.calibration == "batch":
+        if _calibration(recipe) == "batch":
             log.warning("calibration 'batch' divides out the running mean of the rows each engine has scored; "
                         "under the ray executor every actor sees different rows, so labels can differ from a local run")
         total = len(dataset)

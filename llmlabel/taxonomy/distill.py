@@ -17,10 +17,13 @@ LEVEL_SEP = " > "
 
 
 class Student(ABC):
-    """A cheap classifier trained on LLM labels (one per file or class, registered in
-    `llmlabel.taxonomy.classifiers`)."""
+    """A cheap classifier trained on LLM labels: one of `llmlabel.classifiers` (the family every baseline and fusion
+    prior comes from) plus what phase 2 needs around it -- a sample where the LLM used one label only, rows the LLM
+    left unlabeled (None), and a joblib-able state. Registered by name in `llmlabel.taxonomy.classifiers`."""
 
     name = "student"
+    #: the `llmlabel.classifiers` registry name this student trains
+    classifier = ""
 
     def __init__(self, seed: int = 0, embedder: Any = None):
         self.seed = seed
@@ -29,41 +32,48 @@ class Student(ABC):
         self.model: Any = None
 
     @abstractmethod
-    def features(self, texts: list[str], fit: bool = False) -> Any:
-        """Feature matrix of `texts` (`fit`: learn the featurizer first)."""
+    def options(self) -> dict[str, Any]:
+        """Options of the underlying classifier."""
 
-    def fit(self, texts: list[str], labels: list[str]) -> "Student":
+    def fit(self, texts: list[str], labels: list[Any]) -> "Student":
         """Train; with a single class in `labels`, predict it always (logistic regression needs two)."""
-        from sklearn.linear_model import LogisticRegression
+        from llmlabel.classifiers.base import make_classifier
 
-        x = self.features(texts, fit=True)
         if len(set(labels)) < 2:
             self.constant = labels[0] if labels else None
             return self
-        self.model = LogisticRegression(max_iter=2000, C=4.0, random_state=self.seed).fit(x, labels)
+        names = [_NONE if y is None else str(y) for y in labels]
+        self.model = make_classifier(self.classifier, seed=self.seed, **self.options()).fit(texts, names)
         return self
 
     def predict(self, texts: list[str]) -> tuple[list[str | None], list[float]]:
         """(label, confidence) for each text."""
         if self.constant is not None or self.model is None:
             return [self.constant] * len(texts), [1.0] * len(texts)
-        probs = self.model.predict_proba(self.features(texts))
+        probs = self.model.predict_proba(texts)
         best = probs.argmax(axis=1)
-        return [str(self.model.classes_[b]) for b in best], [float(p[b]) for p, b in zip(probs, best)]
+        labels = [None if self.model.labels[b] == _NONE else self.model.labels[b] for b in best]
+        return labels, [float(p[b]) for p, b in zip(probs, best)]
 
     def state(self) -> dict[str, Any]:
-        """What `joblib` saves: enough to predict again."""
-        return {"classifier": self.name, "model": self.model, "constant": self.constant}
+        """What `joblib` saves: enough to predict again (the fitted scikit-learn model and its class names)."""
+        return {"classifier": self.name, "model": getattr(self.model, "model", None), "constant": self.constant,
+                "classes": None if self.model is None else self.model.labels}
+
+
+#: Stands in for rows the LLM left unlabeled, so they can be a class of their own.
+_NONE = "\x00none"
 
 
 class EmbeddingLR(Student):
-    """Logistic regression on MiniLM sentence embeddings."""
+    """Logistic regression on MiniLM sentence embeddings (`logreg_embeddings`)."""
 
     name = "embedding_lr"
+    classifier = "logreg_embeddings"
 
-    def features(self, texts: list[str], fit: bool = False) -> Any:
-        """L2-normalized sentence embeddings (cached on disk by the embedder)."""
-        return self.embedder.encode(texts)
+    def options(self) -> dict[str, Any]:
+        """C = 4; the shared (disk-cached) embedder."""
+        return {"c": 4.0, "embedder": self.embedder if self.embedder is not None else "minilm"}
 
     def state(self) -> dict[str, Any]:
         """Adds the embedding model's name."""
@@ -71,22 +81,18 @@ class EmbeddingLR(Student):
 
 
 class TfidfLR(Student):
-    """Logistic regression on word and bigram TF-IDF."""
+    """Logistic regression on word and bigram TF-IDF (`logreg_tfidf`)."""
 
     name = "tfidf_lr"
+    classifier = "logreg_tfidf"
 
-    def features(self, texts: list[str], fit: bool = False) -> Any:
-        """TF-IDF of unigrams and bigrams (sublinear tf)."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        if fit:
-            self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-            return self.vectorizer.fit_transform(texts)
-        return self.vectorizer.transform(texts)
+    def options(self) -> dict[str, Any]:
+        """C = 4."""
+        return {"c": 4.0}
 
     def state(self) -> dict[str, Any]:
         """Adds the fitted vectorizer."""
-        return {**super().state(), "vectorizer": getattr(self, "vectorizer", None)}
+        return {**super().state(), "vectorizer": getattr(self.model, "vectorizer", None)}
 
 
 # -- metrics ------------------------------------------------------------------------------------------------------
@@ -138,21 +144,23 @@ def label_counts(pred: list[Any]) -> dict[str, int]:
 
 def time_student(student: Student, texts: list[str]) -> float:
     """Items/s of `student.predict` on `texts` (features computed from scratch: the embedding cache is bypassed)."""
-    embedder = student.embedder
+    holder = student.model if hasattr(student.model, "embedder") else student
+    embedder = getattr(holder, "embedder", None)
     if embedder is not None and getattr(embedder, "cache_path", None) is not None:
         from llmlabel.embeddings import Embedder
 
         fresh = Embedder.__new__(Embedder)
         fresh.__dict__.update(embedder.__dict__)
         fresh.cache_path, fresh._db = None, None  # same loaded model, no disk cache
-        student.embedder = fresh
+        holder.embedder = fresh
     try:
         student.predict(texts[:8])  # warm-up: first-call costs (thread pools, lazy init) are not throughput
         start = time.perf_counter()
         student.predict(texts)
         seconds = time.perf_counter() - start
     finally:
-        student.embedder = embedder
+        if embedder is not None:
+            holder.embedder = embedder
     return len(texts) / seconds if seconds > 0 else float("inf")
 
 

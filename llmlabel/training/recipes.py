@@ -278,7 +278,8 @@ class WeakToStrongRecipe(RecipeBase):
             labeler = Labeler(backend, task, mode=self.labeling.mode, normalize=self.labeling.normalize,
                               calibration=self.labeling.calibration, examples=self.labeling.examples,
                               prompt=self.labeling.prompt, cache=cache, chunk_size=self.labeling.chunk_size,
-                              max_answer_tokens=self.labeling.max_answer_tokens, progress=progress)
+                              max_answer_tokens=self.labeling.max_answer_tokens, progress=progress,
+                              answer_prefix=self.labeling.answer_prefix)
 
             def probs(texts: list[str]) -> Any:
                 results = labeler.label_texts(texts)

@@ -26,7 +26,8 @@ def _one_thread() -> Any:
 
 
 class WeakSupervisor:
-    """Logistic regression on TF-IDF n-grams or MiniLM embeddings, trained on gold labels (class indices).
+    """Logistic regression on TF-IDF n-grams or MiniLM embeddings, trained on gold labels (class indices): the
+    `logreg_tfidf` / `logreg_embeddings` classifiers of `llmlabel.classifiers`, on class indices, single-threaded.
 
     Args:
         features: 'tfidf' (word 1-2 grams, sublinear tf) or 'minilm' (all-MiniLM-L6-v2 sentence embeddings).
@@ -45,44 +46,31 @@ class WeakSupervisor:
         self.C = C
         self.seed = seed
         self._embedder = embedder
-        self._vectorizer: Any = None
         self._model: Any = None
         self.n_classes = 0
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        if self._embedder is None:
-            from llmlabel.embeddings import Embedder
-
-            self._embedder = Embedder("minilm")
-        return self._embedder.encode(list(texts))
-
-    def _featurize(self, texts: Sequence[str], fit: bool = False) -> Any:
-        if self.features == "minilm":
-            return self._embed(texts)
-        if fit:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            self._vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-            return self._vectorizer.fit_transform(list(texts))
-        return self._vectorizer.transform(list(texts))
-
     def fit(self, texts: Sequence[str], labels: Sequence[int], n_classes: int) -> WeakSupervisor:
         """Train on `texts` with gold class indices `labels` (0 .. n_classes-1)."""
-        from sklearn.linear_model import LogisticRegression
+        from llmlabel.classifiers.base import make_classifier
 
         labels = np.asarray(labels, dtype=np.int64)
         if len(texts) != len(labels) or not len(texts):
             raise ConfigError(f"weak supervisor needs matching, non-empty texts and labels "
                               f"(got {len(texts)} texts, {len(labels)} labels)")
         self.n_classes = n_classes
-        x = self._featurize(texts, fit=True)
         self._classes = np.unique(labels)
         if len(self._classes) == 1:  # one class seen: predict it; sklearn refuses to fit a single class
             self._model = None
             return self
-        self._model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
+        if self.features == "minilm":
+            name, options = "logreg_embeddings", {"embedder": self._embedder if self._embedder is not None
+                                                  else "minilm"}
+        else:
+            name, options = "logreg_tfidf", {}
+        self._model = make_classifier(name, labels=[str(i) for i in range(n_classes)], seed=self.seed, c=self.C,
+                                      **options)
         with _one_thread():
-            self._model.fit(x, labels)
+            self._model.fit(list(texts), [str(y) for y in labels])
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -93,10 +81,8 @@ class WeakSupervisor:
         if self._model is None:
             out[:, self._classes[0]] = 1.0
             return out
-        features = self._featurize(texts)
         with _one_thread():
-            out[:, self._model.classes_] = self._model.predict_proba(features)
-        return out
+            return self._model.predict_proba(list(texts))
 
 
 def out_of_fold_probs(texts: Sequence[str], labels: Sequence[int], n_classes: int, features: str = "tfidf",

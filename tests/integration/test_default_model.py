@@ -19,7 +19,8 @@ def fp32_backend():
 
 
 @pytest.fixture(scope="module")
-def bf16_backend():
+def default_backend():
+    """The default settings (dtype auto: bf16 on GPUs and AMX CPUs, float32 on other CPUs)."""
     from llmlabel.backends.transformers import TransformersBackend
 
     return TransformersBackend()
@@ -67,13 +68,50 @@ def test_many_labels_fit_any_token_budget(fp32_backend):
     assert small.score(prompts, [labels] * 3) == [pytest.approx(row, abs=2e-3) for row in big]
 
 
-def test_quickstart_recipe_on_real_sst2_rows(tmp_path, shared_data, bf16_backend):
+def test_pruned_label_trie_is_exact_within_budget_and_close_beyond(fp32_backend, shared_data):
+    """`prune_nodes`: exact when the budget holds the whole trie; with a small budget, valid scores, some of them
+    estimated, and the exact top label kept where the model's first-token mass was covered."""
+    from llmlabel.backends.trie import CandidateTrie
+    from llmlabel.backends.transformers import TransformersBackend
+
+    b = fp32_backend
+    labels = [n.replace("_", " ") for n in json.loads((shared_data / "banking77" / "labels.json").read_text())]
+    rows = read_jsonl(shared_data / "banking77" / "test.jsonl")[:6]
+    prompts = [b.chat_prompt([{"role": "user", "content": "Banking intent of: " + r["text"] + "\nLabels: "
+                                + ", ".join(labels)}]) for r in rows]
+    exact = b.score(prompts, [labels] * len(prompts))
+    nodes = len(CandidateTrie(b.encode_candidates([labels])[0]))
+    pruned = TransformersBackend.__new__(TransformersBackend)
+    pruned.__dict__.update(b.__dict__, prune_nodes=nodes - 1, prune_coverage=1.0, estimated_candidates=0)
+    # Coverage 1.0 with a budget one node short of the trie: the pruned pass runs, nearly everything is exact.
+    for row, ref in zip(pruned.score(prompts, [labels] * len(prompts)), exact):
+        assert sum(r == pytest.approx(e, abs=2e-3) for r, e in zip(row, ref)) >= len(labels) - 20
+    pruned.prune_nodes, pruned.estimated_candidates = 40, 0
+    got = pruned.score(prompts, [labels] * len(prompts))
+    assert pruned.estimated_candidates > 0
+    for row, ref in zip(got, exact):
+        assert len(row) == len(labels) and all(s <= 0 for s in row)
+        expanded = [i for i, (r, e) in enumerate(zip(row, ref)) if r == pytest.approx(e, abs=2e-3)]
+        assert expanded  # the likeliest first token's subtree is always scored exactly
+        assert max(row) == pytest.approx(max(row[i] for i in expanded))  # estimates never outrank exact scores
+
+
+def test_dtype_auto_follows_the_cpu(monkeypatch):
+    from llmlabel.backends import transformers as hf
+
+    monkeypatch.setattr(hf, "_cpu_has_fast_bf16", lambda: False)
+    assert hf.resolve_dtype("auto", "cpu") == "float32" and hf.resolve_dtype("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(hf, "_cpu_has_fast_bf16", lambda: True)
+    assert hf.resolve_dtype("auto", "cpu") == "bfloat16" and hf.resolve_dtype("float32", "cpu") == "float32"
+
+
+def test_quickstart_recipe_on_real_sst2_rows(tmp_path, shared_data, default_backend):
     from llmlabel.config import load_recipe
     from llmlabel.pipeline import run_recipe
 
     recipe = load_recipe("recipes/quickstart.yaml", overrides=[
         f"data.path={shared_data / 'sst2' / 'test.jsonl'}", "data.limit=48", f"output.dir={tmp_path}"])
-    summary = run_recipe(recipe, progress=False, backend=bf16_backend)
+    summary = run_recipe(recipe, progress=False, backend=default_backend)
     assert summary["rows"] == 48 and summary["stats"]["statuses"] == {"ok": 48}
     metrics = summary["metrics"]
     assert metrics["n"] == 48 and 0 <= metrics["accuracy"] <= 1
@@ -82,30 +120,30 @@ def test_quickstart_recipe_on_real_sst2_rows(tmp_path, shared_data, bf16_backend
     assert json.loads((tmp_path / "report.json").read_text())["metrics"]["accuracy"] == metrics["accuracy"]
 
 
-def test_text_longer_than_context_is_truncated_and_counted(bf16_backend):
+def test_text_longer_than_context_is_truncated_and_counted(default_backend):
     from llmlabel.labeler import Labeler
     from llmlabel.task import LabelTask
 
     task = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment.")
-    labeler = Labeler(bf16_backend, task)
+    labeler = Labeler(default_backend, task)
     long_text = "This film was wonderful and moving. " * 2000  # ~16k tokens > 8192 context
     results = labeler.label_texts([long_text, "Terrible."])
     assert [r.truncated for r in results] == [True, False]
     assert results[0].status == "ok" and labeler.stats.truncated == 1
 
 
-def test_generate_mode_records_parse_status(shared_data, bf16_backend):
+def test_generate_mode_records_parse_status(shared_data, default_backend):
     """Free generation (constraint off) on real rows: every answer is parsed or recorded with a reason."""
     from llmlabel.labeler import Labeler
     from llmlabel.task import LabelTask
 
     rows = read_jsonl(shared_data / "sst2" / "test.jsonl")[:6]
     task = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment of the movie review.")
-    bf16_backend.supports_choices = False
+    default_backend.supports_choices = False
     try:
-        results = Labeler(bf16_backend, task, mode="generate", max_answer_tokens=8).label(rows)
+        results = Labeler(default_backend, task, mode="generate", max_answer_tokens=8).label(rows)
     finally:
-        bf16_backend.supports_choices = True
+        default_backend.supports_choices = True
     for r in results:
         assert r["status"] in ("ok", "unparseable")
         assert (r["status"] == "ok") == (r["label"] in ("negative", "positive"))

@@ -16,7 +16,9 @@ def test_quickstart_on_ray_gives_the_local_labels(tmp_path, shared_data, capsys)
     pytest.importorskip("ray")
     from llmlabel.cli import main
 
-    common = ["--set", "data.limit=40", "--set", "model.options.dtype=float32",
+    # contextual, not the recipe's auto (= batch): batch calibration divides by each actor's own running mean, the one
+    # documented way ray labels differ from local ones.
+    common = ["--set", "data.limit=40", "--set", "model.options.dtype=float32", "--set", "labeling.calibration=contextual",
               "--set", f"data.path={shared_data / 'sst2' / 'test.jsonl'}", "-q"]
     recipe = str(REPO / "recipes" / "quickstart.yaml")
     main(["run", recipe, *common, "--set", f"output.dir={tmp_path / 'local'}"])

@@ -23,7 +23,7 @@ def openai_recipe(out: Path, data: Path, url: str, tokenizer: str, labels: list[
                "backoff": 0.01, "max_retries": 6, "concurrency": 8, **options}
     return {"name": "reliability", "model": {"backend": "openai", "options": backend},
             "data": {"path": str(data)}, "task": {"labels": labels or ["negative", "positive"]},
-            "labeling": {"chunk_size": 16}, "output": {"dir": str(out)}}
+            "labeling": {"chunk_size": 16, "calibration": "none"}, "output": {"dir": str(out)}}  # requests counted: no probes
 
 
 def run(recipe: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

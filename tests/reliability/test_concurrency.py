@@ -23,7 +23,7 @@ def _recipe(path, data, out, cache, delay=0.0, chunk=3):
     path.write_text(json.dumps({
         "name": "shared-cache", "model": {"backend": "fake", "options": {"delay": delay}},
         "data": {"path": str(data)}, "task": {"labels": ["negative", "positive"]},
-        "labeling": {"chunk_size": chunk}, "output": {"dir": str(out), "cache": str(cache)}}))
+        "labeling": {"chunk_size": chunk, "calibration": "none"}, "output": {"dir": str(out), "cache": str(cache)}}))
     return path
 
 

@@ -59,7 +59,7 @@ def test_generate_mode_uses_constrained_choices_when_backend_allows():
 
 def test_contextual_calibration_removes_the_content_free_prior():
     task = LabelTask(labels=["x", "y"], instruction="Pick x or y, x is popular.")  # "x" occurs more in every prompt
-    plain = Labeler(FakeBackend(), task).label_texts(["y"])[0]
+    plain = Labeler(FakeBackend(), task, calibration="none").label_texts(["y"])[0]
     calibrated = Labeler(FakeBackend(), task, calibration="contextual").label_texts(["y"])[0]
     assert calibrated.label_probs["y"] > plain.label_probs["y"]
     assert sum(calibrated.label_probs.values()) == pytest.approx(1.0)
@@ -96,11 +96,11 @@ def test_long_text_is_truncated_with_a_warning(caplog):
 def test_cache_reuses_results(tmp_path, sentiment_rows):
     cache = ResultCache(tmp_path / "c.sqlite")
     backend = FakeBackend()
-    first = Labeler(backend, TASK, cache=cache)
+    first = Labeler(backend, TASK, cache=cache, calibration="none")  # counts backend calls: no probes
     out1 = first.label(sentiment_rows)
     assert first.stats.computed == 4 and first.stats.cached == 0
     calls = backend.calls["prompts_scored"]
-    second = Labeler(backend, TASK, cache=cache)
+    second = Labeler(backend, TASK, cache=cache, calibration="none")
     out2 = second.label(sentiment_rows)
     assert second.stats.cached == 4 and second.stats.computed == 0
     assert backend.calls["prompts_scored"] == calls
@@ -158,3 +158,41 @@ def test_humanized_labels_are_shown_and_scored_as_words_but_output_as_names():
     backend.supports_choices = False
     generated = Labeler(backend, task, mode="generate").label_texts(["x"])[0]
     assert generated.label == "card_arrival"
+
+
+def test_default_calibration_is_batch_in_score_mode_only():
+    # Every text mentions "positive": uncalibrated scores all say positive; the default divides the batch mean out.
+    texts = ["positive positive bad", "positive good good", "positive positive positive", "positive fine"] * 4
+    default = Labeler(FakeBackend(), TASK)
+    assert default.calibration == "batch"
+    assert {r.label for r in default.label_texts(texts)} == {"negative", "positive"}
+    assert {r.label for r in Labeler(FakeBackend(), TASK, calibration="none").label_texts(texts)} == {"positive"}
+    assert Labeler(FakeBackend(), TASK, mode="generate").calibration is None
+    assert Labeler(FakeBackend(), LabelTask(labels=["a", "b"], multi_label=True)).calibration is None
+
+
+def test_answer_prefix_ends_the_prompt_and_labels_follow_it_as_words():
+    seen = {}
+    backend = FakeBackend()
+    original = backend.score
+
+    def spy(prompts, candidates, first_token=False):
+        seen.update(prompts=prompts, candidates=candidates, first_token=first_token)
+        return original(prompts, candidates, first_token)
+
+    backend.score = spy
+    Labeler(backend, TASK, answer_prefix="Label:", calibration="none").label_texts(["fine"])
+    assert seen["prompts"][0].endswith("Label:") and seen["candidates"][0] == [" negative", " positive"]
+    Labeler(backend, TASK, answer_prefix="Label: ", calibration="none").label_texts(["fine"])
+    assert seen["candidates"][0] == ["negative", "positive"]
+
+
+def test_first_token_scoring_ties_labels_that_start_alike():
+    task = LabelTask(labels=["card arrival", "card linking", "refund"])
+    result = Labeler(FakeBackend(), task, normalize="first", calibration="none").label_texts(["my card"])[0]
+    assert result.label_probs["card arrival"] == pytest.approx(result.label_probs["card linking"])
+    full = Labeler(FakeBackend(), task, calibration="none").label_texts(["my card"])[0]
+    assert full.label_probs["card arrival"] != pytest.approx(full.label_probs["card linking"])
+    with pytest.raises(ConfigError, match=r"^unknown normalize 'frist' \(did you mean 'first'\?\); valid: first, "
+                                          r"mean, sum$"):
+        Labeler(FakeBackend(), task, normalize="frist")

@@ -111,7 +111,7 @@ def test_labeler_puts_selected_demonstrations_in_each_prompt():
         return original(ps, cands)
 
     backend.score = spy
-    labeler = Labeler(backend, TASK, selector=fit("knn"), k=2, ordering="similar_last")
+    labeler = Labeler(backend, TASK, selector=fit("knn"), k=2, ordering="similar_last", calibration="none")
     results = labeler.label_texts(["dull and slow movie", "great fun film"])
     assert "the movie was dull and slow" in prompts[0] and "great fun" in prompts[1]
     # The fake backend favours labels that occur in the prompt: the neighbours' labels win, as small LMs copy them.
@@ -140,14 +140,14 @@ def test_every_calibrator_gives_distributions(calibration):
 def test_batch_calibration_removes_a_skewed_prior():
     # Every text mentions "positive", so raw predictions all say positive; the batch mean divides that out.
     texts = ["positive positive bad", "positive good good", "positive positive positive", "positive fine"] * 4
-    raw = [r.label for r in Labeler(FakeBackend(), TASK).label_texts(texts)]
+    raw = [r.label for r in Labeler(FakeBackend(), TASK, calibration="none").label_texts(texts)]
     calibrated = [r.label for r in Labeler(FakeBackend(), TASK, calibration="batch").label_texts(texts)]
     assert set(raw) == {"positive"} and set(calibrated) == {"negative", "positive"}
 
 
 def test_unknown_calibration_is_one_line():
     with pytest.raises(ConfigError, match=r"^unknown calibration 'contextal' \(did you mean 'contextual'\?\); "
-                                          r"valid: batch, contextual, domain, incontext, none$"):
+                                          r"valid: auto, batch, contextual, domain, incontext, none$"):
         Labeler(FakeBackend(), TASK, calibration="contextal")
     with pytest.raises(ConfigError, match="^calibration 'domain' needs mode 'score'$"):
         Labeler(FakeBackend(), TASK, mode="generate", calibration="domain")
@@ -177,7 +177,7 @@ def test_recipe_with_selection_runs_and_validates(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_recipe(data=bad, source="r.yaml")
     assert str(err.value) == (
-        "r.yaml: 'labeling.calibration': unknown calibration 'contextal' (did you mean 'contextual'?); valid: batch, "
+        "r.yaml: 'labeling.calibration': unknown calibration 'contextal' (did you mean 'contextual'?); valid: auto, batch, "
         "contextual, domain, incontext, none; 'labeling.selection.method': unknown selector 'kn' (did you mean "
         "'knn'?); valid: balanced, bm25, epr, knn, mmr, random, votek")
     wrong = {**recipe, "labeling": {"selection": {"pool": {"path": str(pool), "label_field": "lable"}}}}
