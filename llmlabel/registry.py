@@ -76,6 +76,7 @@ recipe_kinds = Registry("recipe kind")
 recipe_kinds.add("label", "llmlabel.config:Recipe")
 recipe_kinds.add("distill_student", "llmlabel.training.recipes:DistillStudentRecipe")
 recipe_kinds.add("weak_to_strong", "llmlabel.training.recipes:WeakToStrongRecipe")
+recipe_kinds.add("symbol_tuning", "llmlabel.training.recipes:SymbolTuningRecipe")
 recipe_kinds.add("tnt_llm", "llmlabel.taxonomy.recipe:TntRecipe")
 
 #: In-context exemplar selectors (`llmlabel.selection.base.Selector` subclasses).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from llmlabel.errors import ConfigError
@@ -164,6 +165,42 @@ class TokenizerMixin:
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return Backend.chat_prompt(self, messages)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter folder saved by peft (`save_pretrained`): where it is, a digest of its weights, its rank.
+
+    The digest goes into the backend's `model_id`, so results cached for the base model, or for another adapter (or
+    an adapter re-trained into the same folder), never mix with this one's.
+    """
+
+    path: str
+    digest: str
+    rank: int
+    base_model: str | None
+
+
+def resolve_adapter(adapter: str) -> Adapter:
+    """Check that `adapter` is a peft LoRA adapter folder; a missing or wrong one raises a one-line ConfigError."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    folder = Path(adapter).expanduser().resolve()
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"adapter '{adapter}' is not a LoRA adapter folder (no adapter_config.json); give the "
+                          "folder a symbol_tuning run saved (e.g. runs/symbol_tuning/seed0/adapter)")
+    names = ("adapter_model.safetensors", "adapter_model.bin")
+    weights = [folder / name for name in names if (folder / name).is_file()]
+    if not weights:
+        raise ConfigError(f"adapter '{adapter}' has no adapter_model.safetensors")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if str(config.get("peft_type", "LORA")).upper() != "LORA":
+        raise ConfigError(f"adapter '{adapter}' is a {config.get('peft_type')} adapter; only LoRA adapters load")
+    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()[:16]
+    return Adapter(str(folder), digest, int(config.get("r", 8)), config.get("base_model_name_or_path"))
 
 
 def load_backend(name: str = "transformers", model: str | None = None, **options: Any) -> Backend:

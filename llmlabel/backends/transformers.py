@@ -11,7 +11,7 @@ import importlib.util
 import json
 from typing import Any
 
-from llmlabel.backends.base import Backend, TokenizerMixin
+from llmlabel.backends.base import Backend, TokenizerMixin, resolve_adapter
 from llmlabel.backends.trie import CandidateTrie, common_prefix_length, tries_for
 from llmlabel.errors import ConfigError, MissingDependencyError
 from llmlabel.models import resolve_model
@@ -53,6 +53,25 @@ def _device(requested: str | None) -> str:
     return "cpu"
 
 
+def _merged_with_adapter(path: str, adapter: str, dtype: Any) -> Any:
+    """The model at `path` with the LoRA adapter merged in: merged in float32, then cast to `dtype`, so a bf16
+    backend rounds the merged weights once rather than adding a rounded low-rank update to rounded weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise MissingDependencyError("peft", "LoRA adapters on the transformers backend") from None
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    try:
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as exc:  # shape or module mismatch: an adapter for another model
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"adapter '{adapter}' does not fit model '{path}': {first[:200]}") from None
+    return merged.to(dtype)
+
+
 class TransformersBackend(TokenizerMixin, Backend):
     """Causal LM from a Hugging Face folder, GGUF file or Hub id, run with `transformers`.
 
@@ -74,6 +93,8 @@ class TransformersBackend(TokenizerMixin, Backend):
             Faster for 77+ labels (`benchmarks/throughput.py` measures the speed and the agreement with exact
             scores); the top label can differ from exact scoring when the right label's first token is unlikely.
         prune_coverage: share of the first-token probability mass a pruned prompt stops at (see `prune_nodes`).
+        adapter: a peft LoRA adapter folder (e.g. from a `symbol_tuning` recipe), merged into the weights at load
+            time, so scoring keeps its fast path; the adapter's digest is part of `model_id` (and so of cache keys).
     """
 
     name = "transformers"
@@ -81,16 +102,18 @@ class TransformersBackend(TokenizerMixin, Backend):
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str | None = None,
                  batch_tokens: int = 4096, max_batch: int = 64, repetition_penalty: float = 1.0,
-                 prune_nodes: int | None = None, prune_coverage: float = 0.999):
+                 prune_nodes: int | None = None, prune_coverage: float = 0.999, adapter: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, bfloat16, float16, float32")
         self.path = resolve_model(model)
+        self.adapter = resolve_adapter(adapter) if adapter else None
         self.device = _device(device)
         dtype = resolve_dtype(dtype, self.device)
-        self.model_id = f"{self.path}@{dtype}"
+        lora = f"+lora:{self.adapter.digest}" if self.adapter else ""
+        self.model_id = f"{self.path}{lora}@{dtype}"
         self.dtype = dtype
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
@@ -108,7 +131,10 @@ class TransformersBackend(TokenizerMixin, Backend):
         #: candidates scored from an estimate instead of exactly, since this backend was made (see prune_coverage)
         self.estimated_candidates = 0
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
+        if self.adapter is None:
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
+        else:
+            self.model = _merged_with_adapter(self.path, self.adapter.path, getattr(torch, dtype))
         self.model.to(self.device).eval()
         self._head_weight = None
         self._grammar_compiler: Any = None

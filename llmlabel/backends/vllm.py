@@ -10,6 +10,9 @@ log-probabilities, which turns the prefix cache off.)
 
 Generation is greedy; `choices` and `json_schema` use vLLM's structured outputs (constrained decoding).
 
+With `adapter` (a peft LoRA folder, e.g. from a `symbol_tuning` recipe), the engine starts with LoRA enabled and every
+request carries the adapter's `LoRARequest` (the CPU build serves LoRA too).
+
 Prompts and candidates are tokenized with the same `TokenizerMixin` rules as the transformers backend and handed to
 vLLM as token ids, so both backends score exactly the same tokens.
 
@@ -23,11 +26,13 @@ import gc
 import os
 from typing import Any
 
-from llmlabel.backends.base import Backend, TokenizerMixin
+from llmlabel.backends.base import Backend, TokenizerMixin, resolve_adapter
 from llmlabel.errors import ConfigError, MissingDependencyError
 from llmlabel.models import resolve_model
 
 DTYPES = ("bfloat16", "float16", "float32")
+#: the maximum LoRA ranks vLLM accepts (`LoRAConfig.max_lora_rank`)
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def _import_vllm() -> Any:
@@ -69,6 +74,8 @@ class VLLMBackend(TokenizerMixin, Backend):
         seed: engine random seed (decoding here is greedy; the seed only matters for reproducible engine state).
         gpu_memory_utilization: fraction of GPU memory vLLM may take on GPU (ignored on CPU).
         repetition_penalty: `generate` penalizes tokens already in the sequence (1.0: off), as in transformers.
+        adapter: a peft LoRA adapter folder (e.g. from a `symbol_tuning` recipe): the engine starts with LoRA on and
+            every request carries the adapter; its digest is part of `model_id` (and so of cache keys).
     """
 
     name = "vllm"
@@ -77,7 +84,7 @@ class VLLMBackend(TokenizerMixin, Backend):
 
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", max_model_len: int = 2048,
                  kv_cache_gb: float = 2.0, enable_lora: bool = False, seed: int = 0,
-                 gpu_memory_utilization: float = 0.85, repetition_penalty: float = 1.0):
+                 gpu_memory_utilization: float = 0.85, repetition_penalty: float = 1.0, adapter: str | None = None):
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype '{dtype}'; valid: {', '.join(DTYPES)}")
         if max_model_len < 1:
@@ -91,12 +98,21 @@ class VLLMBackend(TokenizerMixin, Backend):
         self.repetition_penalty = float(repetition_penalty)
         vllm = _import_vllm()
         self.path = resolve_model(model)
-        self.model_id = f"{self.path}@{dtype}"
+        self.adapter = resolve_adapter(adapter) if adapter else None
+        lora = f"+lora:{self.adapter.digest}" if self.adapter else ""
+        self.model_id = f"{self.path}{lora}@{dtype}"
+        self._lora: Any = None
         self.dtype = dtype
         self.max_model_len = int(max_model_len)
         self.llm: Any = None
         options: dict[str, Any] = dict(model=self.path, dtype=dtype, max_model_len=self.max_model_len, seed=seed,
-                                       enable_prefix_caching=True, enable_lora=enable_lora)
+                                       enable_prefix_caching=True, enable_lora=enable_lora or self.adapter is not None)
+        if self.adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            # vLLM accepts only these maximum ranks; the smallest that holds the adapter's rank.
+            options["max_lora_rank"] = next((r for r in LORA_RANKS if r >= self.adapter.rank), LORA_RANKS[-1])
+            self._lora = LoRARequest("adapter", 1, self.adapter.path)
         if _on_cpu():
             # The CPU build sizes its KV cache from this variable (GiB), read when the engine starts;
             # vLLM wants whole GiB, so round up rather than to 0.
@@ -176,7 +192,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         results: list[list[float]] = [[] for _ in cand_ids]
         if not requests:
             return results
-        outputs = llm.generate(requests, params, use_tqdm=False)
+        outputs = llm.generate(requests, params, use_tqdm=False, lora_request=self._lora)
         rows: dict[int, list[dict[int, float]]] = {i: [{} for _ in range(len(t) + 1)] for i, t in tries.items()}
         for out, (i, row, asked) in zip(outputs, where):
             # logprobs[0]: {token id: Logprob} at the one sampled position: every asked id, plus the sampled token.
@@ -206,7 +222,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         if not requests:
             return results
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = llm.generate(requests, params, use_tqdm=False)
+        outputs = llm.generate(requests, params, use_tqdm=False, lora_request=self._lora)
         for out, (i, j, start, toks) in zip(outputs, where):
             # prompt_logprobs[k] maps token ids to Logprob for position k; with prompt_logprobs=0 it holds the
             # actual token there (position 0 is None).
@@ -246,7 +262,8 @@ class VLLMBackend(TokenizerMixin, Backend):
             self._check_length(ids, 1)
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, structured_outputs=structured,
                                 repetition_penalty=self.repetition_penalty)
-        outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False,
+                               lora_request=self._lora)
         return [out.outputs[0].text.strip() for out in outputs]
 
     def close(self) -> None:
