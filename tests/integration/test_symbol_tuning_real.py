@@ -111,6 +111,12 @@ VLLM_DRIVER = textwrap.dedent('''
         try:
             result = {"model_id": backend.model_id,
                       "scores": backend.score(spec["prompts"], [spec["candidates"]] * len(spec["prompts"]))}
+            # The adapter through the Labeler on vLLM, as a recipe with `model: {backend: vllm, options: {adapter}}`.
+            from llmlabel.labeler import Labeler
+            from llmlabel.task import LabelTask
+
+            labeler = Labeler(backend, LabelTask(labels=spec["labels"]), calibration="none")
+            result["label_probs"] = [r.label_probs for r in labeler.label_texts(spec["texts"])]
         finally:
             backend.close()
         json.dump(result, open(sys.argv[2], "w"))
@@ -129,11 +135,18 @@ def test_vllm_serves_the_adapter_like_transformers(tuned, tmp_path):
     demos = [("a gorgeous, witty movie", "foo"), ("dull and lifeless", "bar")]
     prompts = [render_icl(demos, t) for t in TEXTS] + [render_icl([], t) for t in TEXTS]
     candidates = [" foo", " bar", " positive", " negative"]
+    from llmlabel.labeler import Labeler
+    from llmlabel.task import LabelTask
+
+    labels = ["positive", "negative", "question"]
     reference = load_backend("transformers", None, dtype="float32", adapter=str(tuned["adapter"]))
     expected = reference.score(prompts, [candidates] * len(prompts))
+    expected_probs = [r.label_probs for r in Labeler(reference, LabelTask(labels=labels),
+                                                     calibration="none").label_texts(TEXTS)]
     reference.close()
     spec, out = tmp_path / "spec.json", tmp_path / "out.json"
-    spec.write_text(json.dumps({"adapter": str(tuned["adapter"]), "prompts": prompts, "candidates": candidates}))
+    spec.write_text(json.dumps({"adapter": str(tuned["adapter"]), "prompts": prompts, "candidates": candidates,
+                                "labels": labels, "texts": TEXTS}))
     driver = tmp_path / "driver.py"
     driver.write_text(VLLM_DRIVER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -150,3 +163,5 @@ def test_vllm_serves_the_adapter_like_transformers(tuned, tmp_path):
             assert max(range(4), key=got.__getitem__) == max(range(4), key=want.__getitem__)
         assert got == pytest.approx(want, abs=2e-3)  # float32 on both sides: the same numbers
     assert clear >= 4
+    for want, got in zip(expected_probs, result["label_probs"]):  # the Labeler on vLLM: the same distributions
+        assert got == pytest.approx(want, abs=1e-3)
