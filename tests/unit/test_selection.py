@@ -209,3 +209,15 @@ def test_self_generated_pool_from_an_earlier_run(tmp_path):
     second["labeling"]["selection"]["pool"]["min_confidence"] = 1.0
     with pytest.raises(DataError, match=r"^no pool row of .* has confidence >= 1.0$"):
         load_recipe(data=second).run(progress=False)
+
+
+def test_choose_calibration_picks_the_best_dev_macro_f1():
+    from llmlabel.calibration.select import choose_calibration
+
+    # Every dev text mentions "positive": uncalibrated labels are all positive, batch calibration splits them.
+    texts = ["positive positive bad", "positive good good", "positive positive positive", "positive fine"] * 4
+    gold = ["negative", "positive", "positive", "negative"] * 4
+    best, scores = choose_calibration(FakeBackend(), TASK, texts, gold, candidates=("none", "batch"))
+    assert set(scores) == {"none", "batch"} and scores["batch"] > scores["none"] and best == "batch"
+    with pytest.raises(ConfigError, match=r"^dev label 'postive' is not a task label \(did you mean 'positive'\?\)"):
+        choose_calibration(FakeBackend(), TASK, ["x"], ["postive"])
