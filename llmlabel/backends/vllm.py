@@ -67,7 +67,8 @@ class VLLMBackend(TokenizerMixin, Backend):
 
     Args:
         model: model name/path (None = embedded SmolLM2-135M-Instruct); a .gguf file is converted to a HF folder first.
-        dtype: "bfloat16" (default), "float16" or "float32" (exact comparisons with the transformers backend).
+        dtype: "bfloat16" (default; "auto" means the same), "float16" or "float32" (exact comparisons with the
+            transformers backend).
         max_model_len: longest prompt + continuation, in tokens; also the KV-cache sizing unit.
         kv_cache_gb: KV-cache size on CPU, in GiB (sets `VLLM_CPU_KVCACHE_SPACE` unless already set).
         enable_lora: let the engine serve LoRA adapters.
@@ -85,8 +86,10 @@ class VLLMBackend(TokenizerMixin, Backend):
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", max_model_len: int = 2048,
                  kv_cache_gb: float = 2.0, enable_lora: bool = False, seed: int = 0,
                  gpu_memory_utilization: float = 0.85, repetition_penalty: float = 1.0, adapter: str | None = None):
+        if dtype == "auto":  # accepted like the transformers backend's; vLLM's fast path is bfloat16
+            dtype = "bfloat16"
         if dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype '{dtype}'; valid: {', '.join(DTYPES)}")
+            raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, {', '.join(DTYPES)}")
         if max_model_len < 1:
             raise ConfigError(f"max_model_len must be a positive number of tokens, got {max_model_len}")
         if kv_cache_gb <= 0:
