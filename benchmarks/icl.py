@@ -86,6 +86,18 @@ def _threads_for_load() -> None:
     torch.set_num_threads(1 if busy else os.cpu_count() or 1)
 
 
+def add_engine_args(parser) -> None:
+    """--dtype and --threads, shared by the accuracy benchmarks."""
+    parser.add_argument("--dtype", default="auto", help="transformers dtype (auto: the faster one on this machine)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: all cores on an idle machine, 1 when it is busy)")
+
+
+def record_dtype(record: dict) -> str:
+    """The model dtype a results record was made with (records from before the dtype field ran in bfloat16)."""
+    return record.get("dtype") or "bfloat16"
+
+
 def run_config(backend, task, items, gold, cache, selector, k, seed, restrict, record_base) -> list[dict]:
     """One LLM pass (selector, k, seed); every calibration evaluated on its raw scores. Returns result records."""
     _threads_for_load()
@@ -178,8 +190,7 @@ def render(results: list[dict], meta: dict) -> str:
         rs = [r for r in results if r["dataset"] == dataset]
         ks = sorted({r["k"] for r in rs if r["selector"] not in ("majority", "4-NN vote (no LLM)", "zero-shot")})
         top_k = max(ks) if ks else 0
-        dtype = rs[0].get("dtype") or "bfloat16"  # records from before the dtype field ran in bfloat16
-        lines.append(f"**{dataset}** ({rs[0]['rows']} test rows, {dtype})\n")
+        lines.append(f"**{dataset}** ({rs[0]['rows']} test rows, {record_dtype(rs[0])})\n")
         lines.append("| selector | " + " | ".join(f"acc k={k}" for k in ks) + " | "
                      + " | ".join(f"F1 {c}" for c in CALIBRATIONS) + " |")
         lines.append("|---|" + "---|" * (len(ks) + len(CALIBRATIONS)))
@@ -207,9 +218,7 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=2000, help="exemplar pool drawn from train per seed")
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--render-only", action="store_true", help="rebuild the README table from the results file")
-    parser.add_argument("--dtype", default="auto", help="transformers dtype (auto: the faster one on this machine)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0: all cores on an idle machine, 1 when it is busy)")
+    add_engine_args(parser)
     args = parser.parse_args()
     from llmlabel.backends.base import load_backend
     from benchmarks.zero_shot import update_readme

@@ -31,7 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.icl import DATA, TASKS, _threads_for_load, make_task, test_rows  # noqa: E402
+from benchmarks.icl import (DATA, TASKS, _threads_for_load, add_engine_args, make_task,  # noqa: E402
+                            record_dtype, test_rows)
 from llmlabel.cache import ResultCache  # noqa: E402
 from llmlabel.classifiers.base import make_classifier  # noqa: E402
 from llmlabel.data import Dataset  # noqa: E402
@@ -145,8 +146,8 @@ def render(results: list[dict], meta: dict) -> str:
     """One table: methods x datasets, accuracy and macro-F1 (mean ± std over seeds)."""
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
-    def dtype_of(d: str) -> str:  # records from before the dtype field ran in bfloat16
-        return next(r.get("dtype", "bfloat16") for r in results if r["dataset"] == d)
+    def dtype_of(d: str) -> str:
+        return record_dtype(next(r for r in results if r["dataset"] == d))
 
     lines = [f"{meta['model']}, {meta['machine']}, {meta['date']}; accuracy / macro-F1 %, mean ± std over seeds "
              "(labeled pools); test rows (model dtype) per dataset: "
@@ -171,9 +172,7 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=1000)
     parser.add_argument("--dev-size", type=int, default=200)
     parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--dtype", default="auto", help="transformers dtype (auto: the faster one on this machine)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0: all cores on an idle machine, 1 when it is busy)")
+    add_engine_args(parser)
     args = parser.parse_args()
     from benchmarks.zero_shot import update_readme
     from llmlabel.backends.transformers import TransformersBackend

@@ -230,8 +230,8 @@ class TransformersBackend(TokenizerMixin, Backend):
                 suffixes = [prompt_ids[i][prefix_len:] for i in members]
                 pruned = self.prune_nodes is not None and len(trie) > self.prune_nodes
                 nodes = self.prune_nodes if pruned else len(trie)  # expected nodes per row, for the batch budget
+                score_batch = self._score_batch_pruned if pruned else self._score_batch
                 for batch in self._batches([len(s) + nodes for s in suffixes]):
-                    score_batch = self._score_batch_pruned if pruned else self._score_batch
                     scores = score_batch(prefix, prefix_len, [suffixes[b] for b in batch], trie)
                     for b, row in zip(batch, scores):
                         results[members[b]] = row

@@ -31,6 +31,7 @@ class CandidateTrie:
 
     def __init__(self, candidates: list[list[int]]):
         self.num_candidates = len(candidates)
+        self._ancestors: list[list[bool]] | None = None
         children: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
         node_token: list[int] = []
         node_parent: list[int] = []
@@ -107,7 +108,14 @@ class CandidateTrie:
         return scores
 
     def ancestors(self) -> list[list[bool]]:
-        """Square matrix: row j marks fed node j's ancestors and itself (what node j may attend to in the trie)."""
+        """Square matrix: row j marks fed node j's ancestors and itself (what node j may attend to in the trie).
+
+        Built once per trie (every batch of a many-label task asks for it)."""
+        if self._ancestors is None:
+            self._ancestors = self._build_ancestors()
+        return self._ancestors
+
+    def _build_ancestors(self) -> list[list[bool]]:
         size = len(self.tokens)
         matrix = [[False] * size for _ in range(size)]
         for j in range(size):
