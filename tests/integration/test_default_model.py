@@ -96,6 +96,26 @@ def test_pruned_label_trie_is_exact_within_budget_and_close_beyond(fp32_backend,
         assert max(row) == pytest.approx(max(row[i] for i in expanded))  # estimates never outrank exact scores
 
 
+def test_int8_backend_agrees_with_float32_where_the_margin_is_clear(fp32_backend, shared_data):
+    """`quantize="int8"`: its own cache identity, and the float32 top label wherever float32's top-2 margin is wide
+    (int8 noise moves label log-probabilities by ~0.1 nats, so close calls may flip; see the backend's docs)."""
+    from llmlabel.backends.transformers import TransformersBackend
+
+    int8 = TransformersBackend(quantize="int8")
+    assert int8.model_id == fp32_backend.model_id + "+int8:int8_calibration.v1"
+    rows = read_jsonl(shared_data / "sst2" / "validation.jsonl")[:64]
+    prompts = [fp32_backend.chat_prompt([{"role": "user", "content": "Is this movie review negative or positive?\n"
+                                          "Review: " + r["text"]}]) for r in rows]
+    labels = ["negative", "positive"]
+    exact = fp32_backend.score(prompts, [labels] * len(prompts))
+    quantized = int8.score(prompts, [labels] * len(prompts))
+    clear = [i for i, s in enumerate(exact) if abs(s[0] - s[1]) > 0.5]
+    assert len(clear) >= 16
+    assert all((quantized[i][0] > quantized[i][1]) == (exact[i][0] > exact[i][1]) for i in clear)
+    mean_shift = sum(abs(q - e) for qs, es in zip(quantized, exact) for q, e in zip(qs, es)) / (2 * len(rows))
+    assert mean_shift < 0.5
+
+
 def test_dtype_auto_follows_the_cpu(monkeypatch):
     from llmlabel.backends import transformers as hf
 
