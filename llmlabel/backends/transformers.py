@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import OrderedDict
 from typing import Any
 
 from llmlabel.backends.base import Backend, TokenizerMixin, resolve_adapter
@@ -160,6 +161,10 @@ class TransformersBackend(TokenizerMixin, Backend):
             calibration = self.chat_prompt([{"role": "user", "content": load_prompt(INT8_CALIBRATION).render()}])
             quantize_int8(self.model, torch.tensor([self.encode(calibration)], device=self.device))
         self._head_weight = None
+        #: KV caches of recent shared prompt prefixes (least recently used dropped first)
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        #: how many shared prefixes `_prefixes` keeps (each holds layers x 2 x prefix tokens x kv width values)
+        self.prefix_cache_size = 8
         #: float32 values the batched LM head may hold at once (64 MiB): rows are grouped under this bound
         self.head_buffer_floats = 16 * 1024 * 1024
         self._grammar_compiler: Any = None
@@ -261,17 +266,26 @@ class TransformersBackend(TokenizerMixin, Backend):
         return results
 
     def _prefix_cache(self, prefix: list[int]) -> list[tuple[Any, Any]]:
-        """Per-layer (keys, values) of the shared prefix, computed once (batch of one)."""
+        """Per-layer (keys, values) of the shared prefix, computed once (batch of one) and kept for the next calls:
+        a labeler sends its rows in chunks that share one instruction (+ exemplars) prefix."""
         import torch
         from transformers import DynamicCache
 
         if not prefix:
             return []
+        key = tuple(prefix)
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return self._prefixes[key]
         cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([prefix], device=self.device)
         self._body(input_ids=ids, past_key_values=cache, use_cache=True,
                    position_ids=torch.arange(len(prefix), device=self.device)[None])
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self._prefixes[key] = kv
+        while len(self._prefixes) > self.prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return kv
 
     def _score_batch(self, prefix: list[tuple[Any, Any]], prefix_len: int, suffixes: list[list[int]],
                      trie: CandidateTrie) -> list[list[float]]:
@@ -512,3 +526,4 @@ class TransformersBackend(TokenizerMixin, Backend):
     def close(self) -> None:
         """Drop the model so its memory can be freed."""
         self.model = None
+        self._prefixes.clear()
