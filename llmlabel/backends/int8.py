@@ -2,16 +2,24 @@
 
 Every linear map inside the decoder layers becomes an int8 x int8 -> int32 matmul (`torch._int_mm`, VNNI on x86):
 weights are quantized once per output channel, activations per token at call time, and the int32 result is scaled
-back to float. Per-token activation scales matter: one scale per batch (what `torch.ao`'s dynamic quantization does)
-let one row's outlier coarsen every other row's inputs and, measured on SST-2, changed the top label of half the
-rows; per token, a row's scores do not depend on the other rows of its batch.
+back to float. Per-token scales matter: one scale per batch (what `torch.ao`'s dynamic quantization does) let one
+row's outliers coarsen every other row's inputs; on SST-2 that changed the top label of about half the rows.
 
 Linear maps that read the same input (attention's q/k/v, the MLP's gate/up) run as one wider matmul: the first
 member called computes the whole group and the others take their slices. The LM head stays in float (the backend
 computes log-probabilities from it in float32).
 
-Measured on a 2-core AVX-512 (VNNI) Xeon: int8 matmuls ran ~4x faster than float32 ones on the 135M model's shapes;
-the score path's items/s and its accuracy cost are in `benchmarks/results/throughput.json`.
+A few input channels of every linear map are 10-40x larger than the rest, which leaves the others a handful of int8
+levels; `smooth_llama_layers` (SmoothQuant, Xiao et al. 2023) moves part of that range into the weights, with scales
+measured once on a packaged calibration text (`prompts/int8_calibration.v1.jinja`) and folded into earlier weights,
+so it is exact in float and free at run time. What remains is noise: measured on the default model, a label's
+log-probability moves by ~0.1 nats when its inputs change in the last float bit (rounding flips), so scores of one
+row can differ by that much between batches of different widths, and close calls can flip. Float32 scoring does
+not do this; use int8 where speed matters more than the last tenth of a nat.
+
+Measured on a 2-core AVX-512 (VNNI) Xeon: int8 matmuls ran 3.5-4x faster than float32 ones on the 135M model's
+shapes (a microbenchmark); the score path's items/s and its agreement with float32 scoring are in
+`benchmarks/results/throughput.json`.
 """
 
 from __future__ import annotations
