@@ -116,6 +116,38 @@ def test_int8_backend_agrees_with_float32_where_the_margin_is_clear(fp32_backend
     assert mean_shift < 0.5
 
 
+def test_int8_through_a_recipe_option(tmp_path, shared_data):
+    """`model.options.quantize: int8` reaches the backend from a recipe (what `--set`/`--option` write)."""
+    from llmlabel.config import load_recipe
+    from llmlabel.pipeline import run_recipe
+
+    recipe = load_recipe("recipes/quickstart.yaml", overrides=[
+        f"data.path={shared_data / 'sst2' / 'test.jsonl'}", "data.limit=16", f"output.dir={tmp_path}",
+        "model.options.quantize=int8"])
+    summary = run_recipe(recipe, progress=False)
+    assert summary["rows"] == 16 and summary["stats"]["statuses"] == {"ok": 16}
+    assert json.loads((tmp_path / "report.json").read_text())["model"].endswith("+int8:int8_calibration.v1")
+
+
+def test_prefix_kv_is_kept_across_score_calls(fp32_backend, monkeypatch):
+    """A second call with the same shared prefix reuses its KV cache (one forward pass fewer) and scores the same."""
+    b = fp32_backend
+    prompts = [b.chat_prompt([{"role": "user", "content": f"Is this review positive? {t}"}])
+               for t in ("Great film.", "Dull and long.", "I would watch it again.")]
+    labels = [["yes", "no"]] * 3
+    b._prefixes.clear()
+    first = b.score(prompts, labels)
+    calls = []
+    body = b._body
+    monkeypatch.setattr(b, "_body", lambda **kw: calls.append(kw["input_ids"].shape) or body(**kw))
+    again = b.score(prompts, labels)
+    assert again == first
+    assert len(calls) == 1 and calls[0][0] == 3  # only the batch of suffixes ran; the prefix came from the cache
+    for i in range(b.prefix_cache_size + 2):  # least recently used prefixes are dropped
+        b.score([f"prefix {i} " + p for p in prompts[:2]], labels[:2])
+    assert len(b._prefixes) == b.prefix_cache_size
+
+
 def test_dtype_auto_follows_the_cpu(monkeypatch):
     from llmlabel.backends import transformers as hf
 
