@@ -22,6 +22,12 @@ from llmlabel.models import resolve_model
 INT8_CALIBRATION = "int8_calibration.v1"
 
 
+def _int8_alpha() -> float:
+    from llmlabel.backends.int8 import SMOOTHING_ALPHA
+
+    return SMOOTHING_ALPHA
+
+
 def _cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 faster than float32: true with AMX tiles (Sapphire Rapids and later).
 
@@ -129,8 +135,9 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.adapter = resolve_adapter(adapter) if adapter else None
         dtype = resolve_dtype(dtype, self.device)
         lora = f"+lora:{self.adapter.digest}" if self.adapter else ""
-        # The int8 weights depend on the calibration text's activations: its version is part of the id.
-        self.model_id = f"{self.path}{lora}@{dtype}" + (f"+int8:{INT8_CALIBRATION}" if quantize else "")
+        # The int8 weights depend on the calibration text and the smoothing strength: both are part of the id.
+        self.model_id = f"{self.path}{lora}@{dtype}" + (f"+int8:{INT8_CALIBRATION}:alpha{_int8_alpha()}"
+                                                        if quantize else "")
         self.dtype = dtype
         self.quantize = quantize
         self.batch_tokens = batch_tokens

@@ -80,7 +80,8 @@ def test_quantized_model_stays_close_and_smoothing_helps():
 
 
 def test_quantize_needs_decoder_layers():
-    with pytest.raises(ConfigError, match=r"^quantize=int8 supports decoder-only models with `model.layers`; 'Sequential' has none$"):
+    message = r"^quantize=int8 supports decoder-only models with `model.layers`; 'Sequential' has none$"
+    with pytest.raises(ConfigError, match=message):
         quantize_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 
