@@ -6,8 +6,9 @@ back to float. Per-token scales matter: one scale per batch (what `torch.ao`'s d
 row's outliers coarsen every other row's inputs; on SST-2 that changed the top label of about half the rows.
 
 Linear maps that read the same input (attention's q/k/v, the MLP's gate/up) run as one wider matmul: the first
-member called computes the whole group and the others take their slices. The LM head stays in float (the backend
-computes log-probabilities from it in float32).
+member called computes the whole group and the others take their slices. The model's LM head stays in float (for
+generation); scoring uses an int8 copy (`int8_head`) for the log-softmax normalizer only and takes the target tokens'
+own logits from the float head (see `TransformersBackend._target_log_probs`).
 
 A few input channels of every linear map are 10-40x larger than the rest, which leaves the others a handful of int8
 levels; `smooth_llama_layers` (SmoothQuant, Xiao et al. 2023) moves part of that range into the weights, with scales
@@ -45,9 +46,14 @@ class Int8Group(nn.Module):
     Weights: int8 per output channel (symmetric). Inputs: int8 per token (symmetric), quantized at call time.
     """
 
-    def __init__(self, linears: list[nn.Linear]):
+    def __init__(self, linears: list[nn.Linear], input_divisor: torch.Tensor | None = None):
         super().__init__()
         weight = torch.cat([lin.weight.detach().float() for lin in linears])
+        # Smoothing factors that could not be folded into an earlier weight: inputs are divided by them at call
+        # time, weights (here) multiplied.
+        self.register_buffer("input_divisor", None if input_divisor is None else input_divisor.float())
+        if input_divisor is not None:
+            weight = weight * self.input_divisor
         scale = weight.abs().amax(-1).clamp(min=1e-12) / 127
         self.register_buffer("weight_t", torch.round(weight / scale[:, None]).to(torch.int8).t())
         # The activation's 1/127 is folded into the weight scale: one multiply less per output.
@@ -63,6 +69,8 @@ class Int8Group(nn.Module):
         """Every member's output for input `x`."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).float()
+        if self.input_divisor is not None:
+            flat = flat / self.input_divisor
         peak = flat.abs().amax(-1, keepdim=True).clamp_(min=1e-12)
         quantized = (flat * (127.0 / peak)).round_().to(torch.int8)
         out = torch._int_mm(quantized, self.weight_t).float().mul_(peak).mul_(self.scale)
@@ -95,6 +103,31 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._group[0].part(x, self.index)
+
+
+def int8_head(model: Any, calibration_ids: torch.Tensor | None = None, alpha: float = SMOOTHING_ALPHA) -> Int8Group:
+    """The LM head as an `Int8Group` (the model's own head is left as it is, for generation).
+
+    With `calibration_ids`, the head's input channels are smoothed like the layers' (`smooth_llama_layers`); the
+    factors cannot be folded into the final norm (generation reads that norm's output with the float head), so the
+    group divides its input by them at call time: one pass over (tokens x hidden), against the head's
+    (tokens x vocabulary) output.
+    """
+    head = model.get_output_embeddings()
+    if calibration_ids is None:
+        return Int8Group([head])
+    peak: list[torch.Tensor] = []
+
+    def record(module: Any, args: tuple[Any, ...]) -> None:
+        peak.append(args[0].detach().float().abs().reshape(-1, args[0].shape[-1]).amax(0))
+
+    handle = head.register_forward_pre_hook(record)
+    try:
+        with torch.inference_mode():
+            model(input_ids=calibration_ids)
+    finally:
+        handle.remove()
+    return Int8Group([head], input_divisor=_smoothing(peak[0], [head.weight], alpha))
 
 
 def _channel_peaks(model: Any, layers: Any, ids: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:

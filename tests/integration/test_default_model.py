@@ -102,7 +102,7 @@ def test_int8_backend_agrees_with_float32_where_the_margin_is_clear(fp32_backend
     from llmlabel.backends.transformers import TransformersBackend
 
     int8 = TransformersBackend(quantize="int8")
-    assert int8.model_id == fp32_backend.model_id + "+int8:int8_calibration.v1:alpha0.7"
+    assert int8.model_id == fp32_backend.model_id + "+int8:int8_calibration.v1:alpha0.7:head"
     rows = read_jsonl(shared_data / "sst2" / "validation.jsonl")[:64]
     prompts = [fp32_backend.chat_prompt([{"role": "user", "content": "Is this movie review negative or positive?\n"
                                           "Review: " + r["text"]}]) for r in rows]
@@ -126,7 +126,7 @@ def test_int8_through_a_recipe_option(tmp_path, shared_data):
         "model.options.quantize=int8"])
     summary = run_recipe(recipe, progress=False)
     assert summary["rows"] == 16 and summary["stats"]["statuses"] == {"ok": 16}
-    assert json.loads((tmp_path / "report.json").read_text())["model"].endswith("+int8:int8_calibration.v1:alpha0.7")
+    assert json.loads((tmp_path / "report.json").read_text())["model"].endswith("+int8:int8_calibration.v1:alpha0.7:head")
 
 
 def test_prefix_kv_is_kept_across_score_calls(fp32_backend, monkeypatch):

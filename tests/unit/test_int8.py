@@ -7,7 +7,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from llmlabel.backends.int8 import Int8Group, Int8Linear, quantize_int8, smooth_llama_layers  # noqa: E402
+from llmlabel.backends.int8 import (  # noqa: E402
+    Int8Group,
+    Int8Linear,
+    int8_head,
+    quantize_int8,
+    smooth_llama_layers,
+)
 from llmlabel.errors import ConfigError  # noqa: E402
 
 
@@ -79,6 +85,25 @@ def test_quantized_model_stays_close_and_smoothing_helps():
     assert errors[True] < errors[False]
 
 
+def test_int8_head_stays_close_leaves_the_model_alone_and_smoothing_helps():
+    model = tiny_llama()
+    with torch.no_grad():  # outlier channels at the head's input too
+        model.model.norm.weight[:3] = 20.0
+    ids = torch.randint(0, 97, (3, 10))
+    with torch.inference_mode():
+        hidden = model.model(input_ids=ids).last_hidden_state
+        ref = torch.log_softmax(model.lm_head(hidden), -1)
+    head_before = model.lm_head.weight.clone()
+    errors = {}
+    for smooth in (False, True):
+        head = int8_head(model, torch.randint(0, 97, (1, 32)) if smooth else None)
+        with torch.inference_mode():
+            errors[smooth] = float((torch.log_softmax(head.compute(hidden)[0], -1) - ref).abs().mean())
+    assert torch.equal(model.lm_head.weight, head_before)  # tied to the embeddings; generation keeps the float head
+    assert errors[True] < 0.05
+    assert errors[True] < errors[False]
+
+
 def test_quantize_needs_decoder_layers():
     message = r"^quantize=int8 supports decoder-only models with `model.layers`; 'Sequential' has none$"
     with pytest.raises(ConfigError, match=message):
@@ -92,3 +117,10 @@ def test_backend_refuses_unknown_quantize_and_gpu_int8():
         TransformersBackend(quantize="int4")
     with pytest.raises(ConfigError, match=r"^quantize=int8 runs on the CPU only; on 'cuda' use dtype bfloat16$"):
         TransformersBackend(quantize="int8", device="cuda")
+
+
+def test_backend_refuses_a_non_positive_token_budget():
+    from llmlabel.backends.transformers import TransformersBackend
+
+    with pytest.raises(ConfigError, match=r"^batch_tokens must be a positive number of tokens, got 0$"):
+        TransformersBackend(batch_tokens=0, device="cpu")
