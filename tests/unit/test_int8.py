@@ -124,3 +124,26 @@ def test_backend_refuses_a_non_positive_token_budget():
 
     with pytest.raises(ConfigError, match=r"^batch_tokens must be a positive number of tokens, got 0$"):
         TransformersBackend(batch_tokens=0, device="cpu")
+
+
+def test_int8_normalizer_shifts_every_target_of_a_position_alike():
+    """Under quantize=int8 only the log-softmax normalizer comes from the int8 head: the target tokens' logits are
+    float32, so int8 and float log-probabilities differ by one constant per position (label margins at a position
+    are float32's), and that constant is small."""
+    from llmlabel.backends.transformers import TransformersBackend
+
+    model = tiny_llama()
+    backend = TransformersBackend.__new__(TransformersBackend)  # the scoring maths only, on a tiny model
+    backend.model, backend._head_weight, backend._int8_head = model, None, None
+    states = torch.randn(2, 3, 64)
+    sources = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    targets = torch.tensor([5, 9, 5, 40, 1, 2, 96])
+    with torch.inference_mode():
+        exact = backend._target_log_probs(states, sources, targets)
+        backend._int8_head = int8_head(model, torch.randint(0, 97, (1, 32)))
+        approximate = backend._target_log_probs(states, sources, targets)
+    shift = approximate - exact  # (rows, entries)
+    for position in range(3):
+        same = shift[:, sources == position]
+        assert torch.allclose(same, same[:, :1].expand_as(same), atol=1e-5)
+    assert float(shift.abs().max()) < 0.1
