@@ -24,6 +24,7 @@ and the README table.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import platform
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
+
+#: every path this benchmark can run (see the module docstring)
+PATHS = ("naive", "transformers", "int8", "naive-int8", "pruned", "vllm", "openai")
 
 TASKS = {  # dataset -> (instruction, text name)
     "sst2": ("Classify the sentiment of the movie review.", "Review"),
@@ -214,7 +218,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="sst2=200,ag_news=100,banking77=60",
                         help="rows per dataset, e.g. sst2=200,ag_news=100")
-    parser.add_argument("--backends", default="naive,transformers,int8,naive-int8,pruned,vllm,openai")
+    parser.add_argument("--backends", "--backend", default=",".join(PATHS),
+                        help="comma-separated paths to run (default: all): " + ", ".join(PATHS))
     parser.add_argument("--calibration", default="auto", help="score-mode calibration for every path (default: the "
                         "Labeler's default, auto = batch calibration in single-label score mode)")
     parser.add_argument("--scaling-rows", type=int, default=60, help="rows per point of the scaling lines (0 = skip)")
@@ -232,6 +237,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         args.device_note = ", ".join(filter(None, [args.device_note, f"{args.threads} torch thread(s)"]))
     paths = args.backends.split(",")
+    for path in paths:
+        if path not in PATHS:
+            close = difflib.get_close_matches(path, PATHS, n=1)
+            parser.error(f"unknown path '{path}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                         + f" (valid: {', '.join(PATHS)})")
     sizes = {k: int(v) for k, v in (p.split("=") for p in args.rows.split(","))}
     record = {"model": "SmolLM2-135M-Instruct", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {args.device_note}" if args.device_note else ""),
