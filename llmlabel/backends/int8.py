@@ -116,31 +116,18 @@ def int8_head(model: Any, calibration_ids: torch.Tensor | None = None, alpha: fl
     head = model.get_output_embeddings()
     if calibration_ids is None:
         return Int8Group([head])
-    peak: list[torch.Tensor] = []
-
-    def record(module: Any, args: tuple[Any, ...]) -> None:
-        peak.append(args[0].detach().float().abs().reshape(-1, args[0].shape[-1]).amax(0))
-
-    handle = head.register_forward_pre_hook(record)
-    try:
-        with torch.inference_mode():
-            model(input_ids=calibration_ids)
-    finally:
-        handle.remove()
-    return Int8Group([head], input_divisor=_smoothing(peak[0], [head.weight], alpha))
+    peak = _input_peaks(model, calibration_ids, {"head": head})["head"]
+    return Int8Group([head], input_divisor=_smoothing(peak, [head.weight], alpha))
 
 
-def _channel_peaks(model: Any, layers: Any, ids: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
-    """Per-channel max |input| of each decoder layer's q_proj, o_proj, gate_proj and down_proj over a float forward
-    pass of `ids` (these four see the inputs of every linear map: q/k/v share one, gate/up another)."""
-    peaks: dict[tuple[int, str], torch.Tensor] = {}
+def _input_peaks(model: Any, ids: torch.Tensor, modules: dict[Any, nn.Module]) -> dict[Any, torch.Tensor]:
+    """Per-channel max |input| of each of `modules` (key -> module) over one float forward pass of `ids`."""
+    peaks: dict[Any, torch.Tensor] = {}
     handles = []
-    for index, layer in enumerate(layers):
-        for block, name in ((layer.self_attn, "q_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_proj"),
-                            (layer.mlp, "down_proj")):
-            def record(module: Any, args: tuple[Any, ...], key: tuple[int, str] = (index, name)) -> None:
-                peaks[key] = args[0].detach().float().abs().reshape(-1, args[0].shape[-1]).amax(0)
-            handles.append(getattr(block, name).register_forward_pre_hook(record))
+    for key, module in modules.items():
+        def record(_module: Any, args: tuple[Any, ...], key: Any = key) -> None:
+            peaks[key] = args[0].detach().float().abs().reshape(-1, args[0].shape[-1]).amax(0)
+        handles.append(module.register_forward_pre_hook(record))
     try:
         with torch.inference_mode():
             model(input_ids=ids)
@@ -148,6 +135,15 @@ def _channel_peaks(model: Any, layers: Any, ids: torch.Tensor) -> dict[tuple[int
         for handle in handles:
             handle.remove()
     return peaks
+
+
+def _channel_peaks(model: Any, layers: Any, ids: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
+    """Per-channel max |input| of each decoder layer's q_proj, o_proj, gate_proj and down_proj over a float forward
+    pass of `ids` (these four see the inputs of every linear map: q/k/v share one, gate/up another)."""
+    return _input_peaks(model, ids, {(index, name): getattr(block, name)
+                                     for index, layer in enumerate(layers)
+                                     for block, name in ((layer.self_attn, "q_proj"), (layer.self_attn, "o_proj"),
+                                                         (layer.mlp, "gate_proj"), (layer.mlp, "down_proj"))})
 
 
 def _smoothing(act_peak: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
