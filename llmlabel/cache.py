@@ -50,8 +50,10 @@ class ResultCache:
     """
 
     def __init__(self, path: str | Path):
+        from llmlabel.data import make_folder
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "cache folder")  # a file in the way, no permission: one line, not a traceback
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
         except sqlite3.Error as exc:

@@ -6,17 +6,49 @@ Exit codes: 0 success; 1 unexpected internal error (a bug: please report it); 2 
 
 from __future__ import annotations
 
-import json
+import importlib
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+import typer.core
 
-from llmlabel.errors import LLMLabelError
+from llmlabel.errors import ConfigError, LLMLabelError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _Group(typer.core.TyperGroup):
+    """The root command group. Its one change: boolean flags show no `<bool>` type in --help (typer 0.29 prints one,
+    which reads as if the flag took a value: `--quiet true` is then a usage error)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _plain_flags_everywhere(command, ctx)
+        return command
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""  # shown as nothing (None would fall back to the type name)
+    return params
+
+
+def _plain_flags_everywhere(command: Any, ctx: Any) -> None:
+    """`_plain_flags` on a command, its help option and, for a sub-app, every command below it."""
+    help_option = command.get_help_option(ctx)
+    _plain_flags([*command.params, *([help_option] if help_option is not None else [])])
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags_everywhere(sub, ctx)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="Label text datasets with a language model: zero-/few-shot, calibrated, cached, measured.",
                   epilog="Exit codes: 0 success; 2 a problem with the input (recipe, flags, data, model), explained "
                          "in one line; 130 interrupted (finished rows are cached: run again to resume); 1 a bug.")
@@ -60,9 +92,13 @@ def run(
     from llmlabel.config import Recipe, load_recipe
     from llmlabel.recipes_index import find_recipe
 
+    from llmlabel.outputs import hold_output_folder
+
     overrides = [*set_, *([f"executor={executor}"] if executor else [])]
     loaded = load_recipe(find_recipe(str(recipe)), overrides=overrides)
-    summary = loaded.run(progress=not quiet)
+    output = getattr(loaded, "output", None)
+    with _interruptible(), (hold_output_folder(output.dir) if output is not None else nullcontext()):
+        summary = loaded.run(progress=not quiet)
     if isinstance(loaded, Recipe):
         _print_summary(summary)
     else:
@@ -101,44 +137,68 @@ def label(
 
     recipe: dict[str, Any] = {
         "name": "label",
-        "model": {"backend": backend, "name": model, "options": dict(parse_overrides(option))},
+        "model": {"backend": backend, "name": model, "options": dict(parse_overrides(option, "--option"))},
         "data": {"path": data, "split": split, "limit": limit, "text_field": text_field,
                  "text_pair_field": text_pair_field, "label_field": label_field},
-        "task": {"instruction": instruction,
-                 "labels": [x.strip() for x in labels.split(",") if x.strip()] if labels else None},
+        "task": {"instruction": instruction, "labels": parse_label_list(labels) if labels is not None else None},
         "labeling": {"mode": mode, "normalize": normalize, "calibration": calibration,
                      "answer_prefix": answer_prefix},
         "output": {"dir": str(output), **({"cache": None} if no_cache else {})},
     }
-    _print_summary(run_recipe(load_recipe(data=recipe, source="flags"), progress=not quiet))
+    loaded = load_recipe(data=recipe, source="flags")
+    with _interruptible():
+        _print_summary(run_recipe(loaded, progress=not quiet))
 
 
 @app.command("eval")
 def eval_(
     predictions: Path = typer.Argument(..., help="Predictions file written by `run` or `label`."),
-    gold_field: Optional[str] = typer.Option(None, help="Gold column (default: gold_label, else label)."),
+    gold_field: Optional[str] = typer.Option(None, help="Gold column (default: gold_label, the column `run` and "
+                                             "`label` write the input's gold labels to)."),
     pred_field: str = typer.Option("label", help="Predicted label column."),
     labels: Optional[str] = typer.Option(None, help="Comma-separated label names (default: those seen)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report as JSON here."),
 ) -> None:
     """Score predictions against gold: accuracy, macro-F1, per-class P/R/F1, confusion, ECE, kappa."""
     from llmlabel.data import Dataset
-    from llmlabel.errors import DataError, unknown
+    from llmlabel.errors import DataError, suggest, unknown
     from llmlabel.metrics import evaluate, format_report
     from llmlabel.pipeline import write_json
 
-    rows = list(Dataset(predictions))
-    if not rows:
+    all_rows = list(Dataset(predictions))
+    if not all_rows:
         raise DataError(f"{predictions} has no rows")
-    gold_col = gold_field or ("gold_label" if "gold_label" in rows[0] else "label")
-    for col in (gold_col, pred_field):
-        if col not in rows[0]:
-            raise DataError(unknown(f"column in {predictions}", col, rows[0].keys()))
+    columns = list(all_rows[0])
+    gold_col = gold_field or "gold_label"
+    if gold_col not in columns:
+        # Never fall back to the predicted column: that scores the predictions against themselves (accuracy 1.0).
+        raise DataError(f"{predictions} has no gold column '{gold_col}'{suggest(gold_col, columns)}; its columns: "
+                        f"{', '.join(columns)}; name the gold column with --gold-field")
+    if pred_field not in columns:
+        raise DataError(unknown(f"column in {predictions}", pred_field, columns))
+    if pred_field == gold_col:
+        raise DataError(f"--gold-field and --pred-field are both '{gold_col}': that scores a column against itself")
+
+    def empty(value: Any) -> bool:
+        return value is None or value == "" or (isinstance(value, float) and value != value)
+
+    rows = [r for r in all_rows if not empty(r.get(gold_col))]
+    if not rows:
+        raise DataError(f"no row of {predictions} has a gold label in column '{gold_col}'")
     gold = [str(r[gold_col]) for r in rows]
-    pred = [None if r[pred_field] in (None, "") else str(r[pred_field]) for r in rows]
-    names = [x.strip() for x in labels.split(",")] if labels else sorted(set(gold) | {p for p in pred if p})
-    confidences = [float(r["confidence"]) for r in rows] if "confidence" in rows[0] else None
+    pred = [None if empty(r.get(pred_field)) else str(r[pred_field]) for r in rows]
+    names = parse_label_list(labels) if labels is not None else sorted(set(gold) | {p for p in pred if p})
+    outside = sorted(set(gold) - set(names))
+    if outside:
+        raise DataError(unknown(f"gold label in column '{gold_col}' (not in --labels)", outside[0], names))
+    confidences = None
+    if "confidence" in columns:
+        try:
+            confidences = [float(r["confidence"]) if not empty(r.get("confidence")) else 0.0 for r in rows]
+        except (TypeError, ValueError):
+            raise DataError(f"{predictions}: column 'confidence' holds a value that is not a number") from None
     report = evaluate(gold, pred, names, confidences)
+    report["rows_without_gold"] = len(all_rows) - len(rows)
     typer.echo(format_report(report))
     if output:
         write_json(report, output)
@@ -159,7 +219,9 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -
     """Print a recipe's YAML."""
     from llmlabel.recipes_index import find_recipe
 
-    typer.echo(Path(find_recipe(name)).read_text(encoding="utf-8"))
+    from llmlabel.config import read_recipe_text
+
+    typer.echo(read_recipe_text(Path(find_recipe(name))))
 
 
 @app.command()
@@ -172,28 +234,93 @@ def models() -> None:
         typer.echo(f"{row['name']:<32} {row['kind']:<20} {row['path']}")
 
 
+#: printed when a run is interrupted before it could say more
+INTERRUPTED = "interrupted; results computed so far are cached, run again to resume"
+
+
+class _InterruptSeen(Exception):
+    """A KeyboardInterrupt carried past typer, which turns it into a bare exit code and drops its message."""
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise _InterruptSeen(str(exc) or INTERRUPTED) from None
+
+
+def parse_label_list(text: str, flag: str = "--labels") -> list[str]:
+    """Comma-separated label names; an empty list or an empty name (`a,,b`, a trailing comma) is an error, not
+    silently dropped."""
+    names = [x.strip() for x in text.split(",")]
+    if not any(names):
+        raise ConfigError(f"{flag} is empty; give comma-separated label names, e.g. {flag} negative,positive")
+    for number, name in enumerate(names, 1):
+        if not name:
+            raise ConfigError(f"{flag} '{text}': label {number} of {len(names)} is empty (two commas in a row or a "
+                              "comma at an end?)")
+    return names
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Click's usage-error class: typer >= 0.29 raises its bundled copy's (typer._click), older ones click's."""
+    classes: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            classes.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(classes)
+
+
+def _aborts() -> tuple[type[BaseException], ...]:
+    classes: list[type[BaseException]] = [typer.Abort]
+    try:
+        import click
+
+        classes.append(click.exceptions.Abort)
+    except ImportError:  # pragma: no cover - typer >= 0.29 does not need click
+        pass
+    return tuple(classes)
+
+
+def _usage_line(exc: Any) -> str:
+    """One line for a click usage error: the message and where help is (click prints a usage block and a hint)."""
+    message = " ".join(str(exc.format_message()).split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"error: {message}{hint}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors for user mistakes, exit code 2."""
+    """Console entry point: one-line errors for user mistakes (exit 2), 130 for an interrupt."""
     logging.basicConfig(level=logging.WARNING, format="llmlabel: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except LLMLabelError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; results computed so far are cached, run again to resume", err=True)
+    except _InterruptSeen as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        typer.echo(str(exc) or INTERRUPTED, err=True)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except _usage_errors() as exc:
+        if str(exc.format_message()).strip():  # empty: `llmlabel` alone, which has printed the help already
+            typer.echo(_usage_line(exc), err=True)
+        sys.exit(2)
+    except _aborts():
+        typer.echo(INTERRUPTED, err=True)
+        sys.exit(130)
+    # typer returns the exit code instead of raising under standalone_mode=False (Ctrl-C becomes 130 there)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        if code == 130:
+            typer.echo(INTERRUPTED, err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

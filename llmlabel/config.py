@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmlabel.errors import ConfigError, suggest, unknown
 
@@ -34,6 +34,20 @@ class ModelConfig(_Strict):
     name: str = "smollm2"
     #: backend constructor options, e.g. {dtype: float32} or {base_url: http://127.0.0.1:8000/v1}
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _loadable_model(self) -> "ModelConfig":
+        # Backends that load `name` as weights: a name that cannot load fails here, before torch is imported
+        # (the openai backend's name is the served model's, and the fake backend's is free).
+        if self.backend in ("transformers", "vllm"):
+            from llmlabel.errors import ModelError
+            from llmlabel.models import check_model
+
+            try:
+                check_model(self.name)
+            except ModelError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("options")
     @classmethod
@@ -171,6 +185,18 @@ class OutputConfig(_Strict):
     report: str = "report.json"
     cache: str | None = "cache.sqlite"
 
+    @field_validator("predictions")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        # Checked here, not after labeling: an unwritable name found at the end would waste the whole run.
+        from llmlabel.data import FORMATS
+
+        suffix = Path(value).suffix.lower()
+        if suffix not in FORMATS:
+            raise ValueError(f"output.predictions '{value}' must end in one of: {', '.join(FORMATS)}"
+                             + suggest(suffix, FORMATS))
+        return value
+
     def path(self, name: str) -> Path:
         """`name` resolved inside `dir` (absolute names are kept)."""
         return Path(os.path.expanduser(self.dir)) / name
@@ -295,13 +321,26 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+def read_recipe_text(file: Path) -> str:
+    """A recipe file's text; a folder, an unreadable file or one that is not UTF-8 is a one-line ConfigError."""
+    if file.is_dir():
+        raise ConfigError(f"recipe {file} is a folder, not a YAML file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe {file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {file}: {exc.strerror or exc}") from None
+
+
+def parse_overrides(pairs: list[str], flag: str = "--set") -> list[tuple[str, Any]]:
     """Parse `key.path=value` strings; values are read as YAML scalars/lists (safely)."""
     out = []
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got '{pair}'")
+            raise ConfigError(f"{flag} expects key=value, got '{pair}'")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -339,7 +378,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if file is None or not file.exists():
             raise ConfigError(f"recipe file not found: {path}")
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_recipe_text(file)) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -349,7 +388,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     _check_size(data, source)
     data = dict(data)
     for key, value in parse_overrides(overrides or []):
+        _check_size(value, f"--set {key}")  # an alias bomb can come in through a flag too
         _set_path(data, key, value)
+    if overrides:
+        _check_size(data, source)  # several flags, each under the limit, may add up past it
     from llmlabel.registry import recipe_kinds
 
     kind = data.get("kind", "label")

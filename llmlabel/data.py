@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
 import os
 import re
+import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmlabel.errors import DataError, MissingDependencyError, unknown
+from llmlabel.errors import DataError, MissingDependencyError, OutputError, unknown
 
 log = logging.getLogger("llmlabel")
 
@@ -84,6 +87,12 @@ class Dataset:
         return []
 
     def _rows(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._file_rows()
+        except OSError as exc:  # a folder, a device, no permission, an I/O error: one line, not a traceback
+            raise DataError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+
+    def _file_rows(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             yield from self._hub_rows()
             return
@@ -94,19 +103,11 @@ class Dataset:
         if suffix == ".jsonl":
             yield from self._jsonl_rows()
         elif suffix == ".json":
-            data = json.loads(self._read_text())
-            if isinstance(data, dict):
-                data = data.get("data") or data.get("rows") or [data]
-            yield from data
+            yield from self._json_rows()
         elif suffix == ".csv":
-            import io
-
-            yield from csv.DictReader(io.StringIO(self._read_text(), newline=""))
+            yield from self._csv_rows()
         elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=1024):
-                yield from batch.to_pylist()
+            yield from self._parquet_rows()
         else:
             raise DataError(f"unsupported data file type '{suffix}' ({self.path}); use one of: {', '.join(FORMATS)}")
 
@@ -120,6 +121,56 @@ class Dataset:
                 self._warned.add(0)
                 log.warning("%s is not valid UTF-8; undecodable bytes were replaced with U+FFFD", self.path)
         return raw.decode("utf-8", errors="replace")
+
+    def _json_rows(self) -> Iterator[dict[str, Any]]:
+        try:
+            data = json.loads(self._read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{self.path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if isinstance(data, dict):
+            data = data.get("data") or data.get("rows") or [data]
+        if not isinstance(data, list):
+            raise DataError(f"{self.path} must hold a JSON list of row objects (or {{\"data\": [...]}}); "
+                            f"got a JSON {type(data).__name__}")
+        for number, row in enumerate(data, 1):
+            if not isinstance(row, dict):
+                raise DataError(f"{self.path} row {number} is not a JSON object (got {json.dumps(row)[:40]}); "
+                                "rows look like {\"text\": ..., \"label\": ...}")
+            yield row
+
+    def _csv_rows(self) -> Iterator[dict[str, Any]]:
+        """CSV rows; a row with more or fewer fields than the header is an error naming its line (a ragged row is
+        almost always an unquoted comma in a text, and guessing would shift every column after it)."""
+        import io
+
+        extra = object()  # restkey: the fields past the header's
+        old_limit = csv.field_size_limit(2**31 - 1)  # texts may be long (1 MB); the default is 128 KiB a field
+        try:
+            reader = csv.DictReader(io.StringIO(self._read_text(), newline=""), restkey=extra)  # type: ignore[arg-type]
+            width = None
+            for row in reader:
+                width = width or len(reader.fieldnames or [])
+                got = width + len(row.pop(extra, [])) if extra in row else sum(v is not None for v in row.values())
+                if got != width:
+                    raise DataError(f"{self.path} line {reader.line_num} has {got} field(s) but the header has "
+                                    f"{width}; quote fields that contain commas")
+                yield row
+        except csv.Error as exc:
+            raise DataError(f"{self.path} is not valid CSV: {exc}") from None
+        finally:
+            csv.field_size_limit(old_limit)
+
+    def _parquet_rows(self) -> Iterator[dict[str, Any]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            batches = pq.ParquetFile(self.path).iter_batches(batch_size=1024)
+            for batch in batches:
+                yield from batch.to_pylist()
+        except (pa.ArrowException, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{self.path} is not a readable Parquet file: {first[:200]}") from None
 
     def _jsonl_rows(self) -> Iterator[dict[str, Any]]:
         with open(self.path, "rb") as handle:
@@ -180,9 +231,20 @@ class Dataset:
 
 def load_labels_file(path: Path) -> list[str]:
     """Ordered label names from a `labels.json` (a list of names)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); it must be a JSON list of "
+                        'label names, e.g. ["negative", "positive"]') from None
     if not isinstance(data, list) or not data:
         raise DataError(f"{path} must be a non-empty JSON list of label names")
+    for number, name in enumerate(data, 1):
+        if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+            raise DataError(f"{path}: label {number} is not a non-empty name (got {json.dumps(name)[:40]})")
     return [str(x) for x in data]
 
 
@@ -216,34 +278,147 @@ def json_text(value: Any, **options: Any) -> str:
     return text
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which races threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+#: temp files of an abandoned write older than this are removed even when their writer cannot be told (old names)
+STALE_TEMP_SECONDS = 3600
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temp files a killed writer left beside `path`; never another live writer's.
+
+    Temp names carry their writer's pid (`.<name>.<pid>-<random>.tmp`): only those whose process is gone are removed,
+    so two runs writing one file never delete each other's work in progress.
+    """
+    own = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[^/]*\.tmp")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = own.fullmatch(stale.name)
+        try:
+            if match:
+                if int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+                    continue
+            elif time.time() - stale.stat().st_mtime < STALE_TEMP_SECONDS:
+                continue
+            stale.unlink(missing_ok=True)
+        except OSError:
+            continue
+
+
+class _WriteFailed(Exception):
+    """An OSError of the output file itself (not of the code producing its content)."""
+
+
+class _GuardedHandle:
+    """A text handle whose write errors (ENOSPC, EIO, EFBIG) are told apart from errors of whatever produces the rows
+    (e.g. reading the input), so only the former become "cannot write <file>"."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    def write(self, text: str) -> int:
+        try:
+            return self._handle.write(text)
+        except OSError as exc:
+            raise _WriteFailed() from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+def _write_error(path: Path, exc: BaseException, existed: bool) -> OutputError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    kept = f"the previous {path.name} is kept unchanged" if existed else f"no partial {path.name} was left"
+    return OutputError(f"cannot write {path}: {reason}; {kept}")
+
+
+def make_folder(folder: Path, what: str = "output folder") -> Path:
+    """Create `folder` (and parents); a path that is a file or a device, no permission, or a full disk is a one-line
+    OutputError naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{what} {folder} is not a folder (a file or a device is in the way)") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise OutputError(f"{what} {folder} is not a folder (a file or a device is in the way)")
+    return folder
+
+
 def atomic_write(path: str | Path, write: Any, text: bool = True) -> Path:
     """Create `path` atomically: `write(handle_or_tmp_path)` fills a temp file beside it, which is flushed to disk
     and renamed into place, so readers see the old file or the whole new one, never a part.
 
     `text=True` passes an open UTF-8 text handle; `text=False` passes the temp file's path (for writers that open
-    it themselves). Temp files left by a killed writer (`.<name>.*.tmp`) are removed first.
+    it themselves; they raise `WriteFailed` around their own I/O). Temp files left by a killed writer are removed
+    first (never a live writer's). The file gets the mode a plain `open()` would give it: an existing file's mode,
+    else 0666 less the umask. A failed write (full disk, no permission) is a one-line `OutputError` that says the
+    previous file is kept; errors of the code producing the content propagate as they are.
     """
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed while writing
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_folder(path.parent)
+    _remove_stale_temps(path)
     try:
-        if text:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            os.close(fd)
-            write(tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        existed = path.exists()
+        mode = stat.S_IMODE(path.stat().st_mode) if existed else 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc, path.exists()) from None
+    try:
+        try:
+            _guarded(os.fchmod, fd, mode)
+            if text:
+                with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                    write(_GuardedHandle(handle))  # errors of the code producing the rows propagate as they are
+                    _guarded(handle.flush)
+                    _guarded(os.fsync, handle.fileno())
+            else:
+                os.close(fd)
+                write(tmp)
+                with open(tmp, "rb") as handle:
+                    _guarded(os.fsync, handle.fileno())
+            _guarded(os.replace, tmp, path)
+        except _WriteFailed as exc:
+            raise _write_error(path, exc.__cause__ or exc, existed) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _guarded(call: Any, *args: Any) -> Any:
+    """`call(*args)` with an OSError turned into `_WriteFailed` (it is the output file's own I/O)."""
+    try:
+        return call(*args)
+    except OSError as exc:
+        raise _WriteFailed() from exc
+
+
+#: for writers given a temp path (`text=False`): raise this from an OSError of their own output I/O
+WriteFailed = _WriteFailed
 
 
 def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
@@ -277,7 +452,11 @@ def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(_scrub(list(rows))), tmp)
+        table = pa.Table.from_pylist(_scrub(list(rows)))
+        try:
+            pq.write_table(table, tmp)
+        except OSError as exc:
+            raise WriteFailed() from exc
 
     if suffix == ".parquet":
         return atomic_write(path, write_parquet, text=False)

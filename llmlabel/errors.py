@@ -35,6 +35,23 @@ class CacheError(LLMLabelError):
     """The result cache is unreadable or corrupted."""
 
 
+class OutputError(LLMLabelError):
+    """An output folder or file cannot be created or written (permissions, a full disk, a path that is a file or a
+    device), or another run holds the output folder. Earlier outputs are never damaged by the failed write."""
+
+
+class ArgumentError(LLMLabelError, TypeError):
+    """A Python API argument has the wrong type or shape (e.g. one string where a list of strings is expected).
+
+    Also a `TypeError`, so callers that catch the built-in keep working."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept (the CLI prints it and exits 130).
+
+    A `KeyboardInterrupt`, so Python callers see the interrupt they expect."""
+
+
 def suggest(value: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice to `value`, or '' when none is close."""
     matches = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)

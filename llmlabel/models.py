@@ -108,11 +108,31 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     return out_dir
 
 
+def check_model(model: str | None) -> None:
+    """Fail fast, before anything heavy is imported: a model name that cannot load is a one-line ModelError (a
+    missing path, a folder without config.json, an unknown name with the closest known one)."""
+    if model is None or model.lower() in DEFAULT_ALIASES:
+        return
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelError(f"GGUF file not found: {path}")
+        return
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ModelError(f"model folder {path} has no config.json; pass a Hugging Face model folder or a .gguf file")
+        return
+    if model.startswith((".", "/", "~")):
+        raise ModelError(f"model path not found: {model}")
+    _hub_id(model)
+
+
 def resolve_model(model: str | None) -> str:
     """Turn a `model:` value into something `from_pretrained` / vLLM can load.
 
     None or 'smollm2' -> the converted default folder; a local folder -> itself; a .gguf file -> its converted
-    folder; anything else is returned unchanged as a Hugging Face Hub id (needs network access).
+    folder; a Hub id is returned unchanged when it is cached or the Hub is reachable. Any other name is a one-line
+    ModelError with the closest known name (never a minute of Hub retries).
     """
     if model is None or model.lower() in DEFAULT_ALIASES:
         target = models_dir() / "SmolLM2-135M-Instruct-bf16"
@@ -130,6 +150,74 @@ def resolve_model(model: str | None) -> str:
         return str(path.resolve())
     if model.startswith((".", "/", "~")):
         raise ModelError(f"model path not found: {model}")
+    return _hub_id(model)
+
+
+#: seconds to wait for the Hugging Face Hub to answer a TCP connect before calling it unreachable
+HUB_PROBE_SECONDS = 3.0
+
+
+def known_models() -> list[str]:
+    """Model names that resolve without a network: the default's aliases and the converted folders in the cache."""
+    names = set(DEFAULT_ALIASES)
+    if models_dir().is_dir():
+        names |= {p.name for p in models_dir().iterdir() if (p / "config.json").exists()}
+    return sorted(names)
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hub accepts a TCP connection within `HUB_PROBE_SECONDS` (the resolver runs in a thread: a DNS
+    lookup without a network can hang longer than a connect timeout covers)."""
+    import socket
+    import threading
+    import urllib.parse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parts = urllib.parse.urlsplit(endpoint)
+    host, port = parts.hostname or "huggingface.co", parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_SECONDS + 0.5)
+    return bool(result and result[0])
+
+
+def _offline() -> bool:
+    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_id(model: str) -> str:
+    """`model` as a Hub id, once it is known to load: cached locally, or an `org/name` id with the Hub reachable.
+
+    Anything else fails at once in one line with the closest known name, instead of transformers retrying the Hub
+    for a minute and printing a traceback.
+    """
+    help_text = ("give smollm2 (the embedded default), a Hugging Face model folder, a .gguf file, or a Hub id "
+                 "org/name")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return model  # in the local Hugging Face cache: loads offline
+    except Exception:  # noqa: BLE001 - a name that is not a valid repo id raises; it is then not cached
+        pass
+    from llmlabel.errors import suggest
+
+    hint = suggest(model, known_models())
+    if "/" not in model:
+        raise ModelError(f"unknown model '{model}'{hint}; {help_text}")
+    if _offline() or not _hub_reachable():
+        raise ModelError(f"model '{model}' is not in the local Hugging Face cache and the Hub cannot be reached "
+                         f"(offline){hint}; {help_text}")
     return model
 
 

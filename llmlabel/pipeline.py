@@ -8,7 +8,7 @@ from typing import Any
 
 from llmlabel.config import Recipe
 from llmlabel.data import Dataset, atomic_write, json_text, load_labels_file, write_rows
-from llmlabel.errors import ConfigError, DataError, unknown
+from llmlabel.errors import ConfigError, DataError, Interrupted, unknown
 from llmlabel.task import LabelTask
 
 log = logging.getLogger("llmlabel")
@@ -16,18 +16,34 @@ log = logging.getLogger("llmlabel")
 
 def build_task(recipe: Recipe, dataset: Dataset) -> LabelTask:
     """The LabelTask of a recipe; labels default to the dataset's labels.json."""
+    from pydantic import ValidationError
+
     labels: Any = recipe.task.labels
+    where = "task"
     if labels is None:
         if dataset.labels_file is None:
             raise ConfigError("no labels given: set task.labels in the recipe (or --labels), or put a labels.json "
                               "beside the data")
         labels = load_labels_file(dataset.labels_file)
+        where = str(dataset.labels_file)
     fields = recipe.task.model_dump(exclude={"labels"})
     try:
         return LabelTask(labels=labels, text_field=recipe.data.text_field,
                          text_pair_field=recipe.data.text_pair_field, label_field=recipe.data.label_field, **fields)
-    except ValueError as exc:
-        raise ConfigError(f"task: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {validation_reason(exc)}") from None
+
+
+def validation_reason(exc: Any) -> str:
+    """The reasons of a pydantic ValidationError in one line (its text ends in a documentation URL, not a reason)."""
+    reasons = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        if err.get("type") == "too_short" and loc == "labels":
+            msg = "no labels given (the list is empty)"
+        reasons.append(msg if not loc or err.get("type") == "value_error" or loc == "labels" else f"{loc}: {msg}")
+    return "; ".join(reasons) or str(exc).splitlines()[0]
 
 
 def check_data(task: LabelTask, dataset: Dataset) -> bool:
@@ -39,10 +55,11 @@ def check_data(task: LabelTask, dataset: Dataset) -> bool:
     if first is None:
         raise DataError(f"dataset {dataset.source} is empty")
     task.texts(first)
-    has_gold = bool(task.label_field) and task.label_field in first
-    if has_gold:
-        for row in dataset:
-            task.gold(row)
+    if not task.label_field:
+        return False
+    has_gold = False
+    for row in dataset:  # every gold value is checked; rows without one are labeled, not evaluated
+        has_gold = task.gold(row) is not None or has_gold
     return has_gold
 
 
@@ -124,11 +141,30 @@ def write_json(data: Any, path: Path) -> None:
     atomic_write(path, lambda handle: handle.write(json_text(data, indent=1)))
 
 
+def _interrupted(recipe: Recipe, engine: Any, cache: Any) -> Interrupted:
+    """The interrupt of a run, saying what was kept: rows labeled so far are in the cache, outputs untouched."""
+    done = engine.stats.rows if engine is not None else 0
+    predictions = recipe.output.path(recipe.output.predictions)
+    kept = f"the previous {predictions.name} is kept" if predictions.exists() else f"no {predictions.name} written"
+    if cache is None:
+        return Interrupted(f"interrupted after {done} rows; output.cache is off, so nothing was kept ({kept})")
+    return Interrupted(f"interrupted after {done} rows; finished rows are cached in {cache.path}: run the same "
+                       f"command again to resume ({kept})")
+
+
 def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> dict[str, Any]:
     """Run a label recipe end to end and return its summary (stats, metrics, output paths).
 
-    `backend` may be given to reuse an already loaded backend.
+    `backend` may be given to reuse an already loaded backend. The output folder is held for the run (see
+    `llmlabel.outputs`): a second run into it fails at once, naming this one.
     """
+    from llmlabel.outputs import hold_output_folder
+
+    with hold_output_folder(recipe.output.dir):
+        return _run_recipe(recipe, progress, backend)
+
+
+def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
     from llmlabel.backends.base import load_backend
     from llmlabel.cache import ResultCache
     from llmlabel.metrics import evaluate
@@ -145,19 +181,29 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
     confidences: list[float] = []
     evaluating = recipe.evaluate and has_gold and not task.multi_label
 
+    without_gold = 0
+
     def labeled_rows() -> Any:
         # Streams: each row is written as it is labeled; only what evaluation needs stays in memory.
+        nonlocal without_gold
         for row, result in engine.iter_label(dataset, total=total):
             if evaluating:
-                gold.append(task.gold(row))
-                pred.append(result.label)
-                confidences.append(result.confidence)
+                row_gold = task.gold(row)
+                if row_gold is None:
+                    without_gold += 1
+                else:
+                    gold.append(row_gold)
+                    pred.append(result.label)
+                    confidences.append(result.confidence)
             yield engine.merge(row, result)
 
+    engine = None
     try:
         labeler, engine = build_engine(recipe, task, backend, cache, progress)
         total = len(dataset)
         predictions = write_rows(labeled_rows(), recipe.output.path(recipe.output.predictions))
+    except KeyboardInterrupt:
+        raise _interrupted(recipe, engine, cache) from None
     finally:
         if cache is not None:
             cache.close()
@@ -175,6 +221,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
         summary["llm_stats"] = labeler.stats.as_dict()
     if evaluating:
         report = evaluate(gold, pred, task.names, confidences)
+        report["rows_without_gold"] = without_gold
         report["cost"] = engine.stats.as_dict()
         summary["metrics"] = report
     summary_path = recipe.output.path(recipe.output.report)

@@ -52,7 +52,8 @@ class LabelTask(BaseModel):
         if isinstance(value, dict):
             return [{"name": str(k), "description": v} for k, v in value.items()]
         if isinstance(value, (list, tuple)):
-            return [{"name": str(v)} if not isinstance(v, (dict, Label)) else v for v in value]
+            # None is no name ("None" would become a label); numbers are names ("1", "2")
+            return [{"name": "" if v is None else str(v)} if not isinstance(v, (dict, Label)) else v for v in value]
         return value
 
     @model_validator(mode="after")
@@ -60,16 +61,17 @@ class LabelTask(BaseModel):
         if self.humanize_labels:
             self.labels = [lab if lab.verbalizer else lab.model_copy(update={"verbalizer": " ".join(
                 lab.name.replace("_", " ").split())}) for lab in self.labels]
+        names = [lab.name for lab in self.labels]
+        if any(not n.strip() for n in names):
+            raise ValueError(f"labels must be non-empty names; label {[n.strip() for n in names].index('') + 1} of "
+                             f"{len(names)} is empty")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate labels: {', '.join(dupes)}")
         texts = [lab.text for lab in self.labels]
         clashes = sorted({t for t in texts if texts.count(t) > 1})
         if clashes:
             raise ValueError(f"labels must be shown as distinct texts; shared: {', '.join(clashes)}")
-        names = [lab.name for lab in self.labels]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate labels: {', '.join(dupes)}")
-        if any(not n.strip() for n in names):
-            raise ValueError("labels must be non-empty strings")
         return self
 
     @property
