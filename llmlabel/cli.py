@@ -77,6 +77,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                    f"({ex['shards_reused']} reused from an earlier run)")
     if "metrics" in summary:
         typer.echo(format_report(summary["metrics"]))
+        if summary["metrics"].get("rows_without_gold"):
+            typer.echo(f"{summary['metrics']['rows_without_gold']} rows have no gold label: labeled, not evaluated")
     typer.echo(f"predictions: {summary['predictions']}\nreport: {summary['report']}")
 
 
@@ -200,6 +202,8 @@ def eval_(
     report = evaluate(gold, pred, names, confidences)
     report["rows_without_gold"] = len(all_rows) - len(rows)
     typer.echo(format_report(report))
+    if report["rows_without_gold"]:
+        typer.echo(f"{report['rows_without_gold']} rows have no gold label in '{gold_col}': not evaluated")
     if output:
         write_json(report, output)
         typer.echo(f"report: {output}")

@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from llmlabel.backends.base import Backend
 from llmlabel.cache import ResultCache, cache_key
-from llmlabel.errors import BackendError, ConfigError, PartialFailure, suggest, unknown
+from llmlabel.errors import ArgumentError, BackendError, ConfigError, PartialFailure, suggest, unknown
 from llmlabel.parsing import parse_answer
 from llmlabel.prompts import load_prompt
 from llmlabel.task import LabelTask
@@ -97,6 +97,17 @@ class LabelStats:
                 "items_per_second": round(self.items_per_second, 3)}
 
 
+def _text_problem(value: Any) -> str | None:
+    """Why a text value is not labeled, or None. Strings are texts; numbers and booleans are labeled as their text
+    ("12345"); a missing value (None, NaN) or a blank string is "empty text"; a list, dict or bytes value is not
+    text and is skipped with its type named (str() of it would label its Python repr)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "empty text"
+    if isinstance(value, (str, int, float)):
+        return None if str(value).strip() else "empty text"
+    return f"text is a {type(value).__name__}, not a string"
+
+
 def _failed(names: list[str], reason: str, truncated: bool = False) -> LabelResult:
     """A row kept as failed: no label, zero probabilities, the reason."""
     return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", reason, truncated=truncated)
@@ -122,11 +133,96 @@ def resolve_calibration(calibration: str | None, mode: str, multi_label: bool = 
     return None if calibration in (None, "none") else calibration
 
 
+def _shown(value: Any) -> str:
+    """A value named in an error: its type, and a short repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + ('...' if len(text) > 40 else '')}"
+
+
+def _check_backend_and_task(backend: Any, task: Any) -> tuple[Backend | str | None, LabelTask]:
+    """`Labeler(task)`, `Labeler(backend, task)`, `Labeler(task=..., backend=...)`: the backend (a Backend, a
+    registered name, or None for the default) and the task, checked."""
+    if isinstance(backend, LabelTask) and (task is None or isinstance(task, (Backend, str))):
+        backend, task = task, backend  # Labeler(task) or Labeler(task, backend)
+    if task is None:
+        raise ArgumentError("Labeler needs a LabelTask: Labeler(task) labels with the embedded default model, "
+                            "Labeler(backend, task) with another; e.g. task = LabelTask(labels=['negative', "
+                            "'positive'])" + (f" (got only the backend {backend!r})" if backend is not None else ""))
+    if not isinstance(task, LabelTask):
+        raise ArgumentError(f"task must be a LabelTask, got {_shown(task)}; e.g. LabelTask(labels=['negative', "
+                            "'positive'])")
+    if isinstance(backend, str):
+        from llmlabel.registry import backends
+
+        if backend not in backends:
+            raise ConfigError(unknown("backend", backend, backends.names()))
+    elif backend is not None and not isinstance(backend, Backend):
+        raise ArgumentError(f"backend must be a Backend (llmlabel.load_backend(...)), a backend name such as "
+                            f"'transformers' or 'fake', or None for the default model; got {_shown(backend)}")
+    return backend, task
+
+
+def _table_kind(rows: Any) -> str:
+    """'pandas', 'datasets' or 'rows' for what `Labeler.label` accepts; a one-line ArgumentError otherwise."""
+    module = type(rows).__module__.split(".")[0]
+    name = type(rows).__name__
+    if module == "pandas" and name == "DataFrame":
+        return "pandas"
+    if module == "datasets" and name == "DatasetDict":
+        raise ArgumentError(f"label() takes one split, not a DatasetDict: pass e.g. data['{next(iter(rows), 'test')}'] "
+                            f"(splits: {', '.join(rows)})")
+    if module == "datasets" and name == "Dataset":
+        return "datasets"
+    if module == "pandas" and name == "Series":
+        raise ArgumentError("label() takes rows, not a pandas Series: pass a DataFrame, or label_texts(series) for "
+                            "a column of strings")
+    _checked_rows(rows, "label")  # the container itself; rows are checked as they are read
+    return "rows"
+
+
+def _checked_rows(rows: Any, where: str) -> Iterator[Mapping[str, Any]]:
+    """`rows` as an iterator of mappings; a string, one row, None or a non-mapping row is a one-line error."""
+    if isinstance(rows, (str, bytes)):
+        raise ArgumentError(f"{where}() takes a list of rows (dicts), not a string: pass a list; for plain strings "
+                            "use label_texts(['...'])")
+    if isinstance(rows, Mapping):
+        raise ArgumentError(f"{where}() takes a list of rows, not one dict: pass a list, e.g. [row], or a pandas "
+                            "DataFrame / datasets.Dataset for a table of columns")
+    if type(rows).__module__.split(".")[0] == "pandas" and type(rows).__name__ == "DataFrame":
+        rows = rows.to_dict("records")  # iterating a DataFrame yields its column names
+    if rows is None or not isinstance(rows, Iterable):
+        raise ArgumentError(f"{where}() takes a list of rows (dicts), a pandas DataFrame or a datasets.Dataset; "
+                            f"got {_shown(rows)}")
+
+    def check() -> Iterator[Mapping[str, Any]]:
+        for number, row in enumerate(rows, 1):
+            if not isinstance(row, Mapping):
+                hint = "; for plain strings use label_texts([...])" if isinstance(row, str) else ""
+                raise ArgumentError(f"{where}(): row {number} is a {type(row).__name__}, not a dict{hint}")
+            yield row
+
+    return check()
+
+
+def _string_list(values: Any, name: str, where: str) -> list[Any]:
+    """`values` (a list or any iterable of strings) as a list; one string or None is a one-line error."""
+    if isinstance(values, (str, bytes)):
+        raise ArgumentError(f"{where}: {name} is one string; pass a list: {where}([{str(values)[:30]!r}])")
+    if values is None or not isinstance(values, Iterable) or isinstance(values, Mapping):
+        raise ArgumentError(f"{where}: {name} must be a list of strings, got {_shown(values)}")
+    return list(values)
+
+
 class Labeler:
     """Labels rows of a dataset with a backend.
 
+    `Labeler(task)` labels with the embedded default model (loaded at first use, not at construction);
+    `Labeler(backend, task)` with a `Backend` or a registered backend name (e.g. "fake", "transformers"). Arguments
+    are checked here: a wrong type or an unknown name fails at once in one line, not at label time.
+
     Args:
-        backend: a `Backend` (see `llmlabel.load_backend`).
+        backend: a `Backend` (see `llmlabel.load_backend`), a backend name (loaded at first use with its default
+            model), or None for the embedded default model. May be omitted: `Labeler(task)`.
         task: the `LabelTask`.
         mode: 'score' (label log-likelihoods; always a valid label) or 'generate' (the model answers; parsed).
         normalize: score mode: 'sum' of label token log-probs, 'mean' per token (favours no label by length), or
@@ -154,7 +250,8 @@ class Labeler:
         seed: seed for calibration probes.
     """
 
-    def __init__(self, backend: Backend, task: LabelTask, mode: Literal["score", "generate"] = "score",
+    def __init__(self, backend: Backend | str | LabelTask | None = None, task: LabelTask | None = None,
+                 mode: Literal["score", "generate"] = "score",
                  normalize: Literal["sum", "mean", "first"] = "sum", calibration: str | None = "auto",
                  examples: list[dict[str, Any]] | None = None, prompt: str | None = None,
                  cache: ResultCache | None = None, chunk_size: int = 256, max_answer_tokens: int = 16,
@@ -164,6 +261,7 @@ class Labeler:
         from llmlabel.registry import calibrators
         from llmlabel.selection.ordering import ORDERINGS
 
+        backend, task = _check_backend_and_task(backend, task)
         if mode not in ("score", "generate"):
             raise ConfigError(f"unknown mode '{mode}'; valid: generate, score")
         if normalize not in ("sum", "mean", "first"):
@@ -177,7 +275,9 @@ class Labeler:
             raise ConfigError(unknown("ordering", ordering, ORDERINGS))
         if restrict_labels is not None and not hasattr(selector, "similarities"):
             raise ConfigError("restrict_labels needs an embedding selector (knn, mmr, votek or epr)")
-        self.backend = backend
+        #: a Backend, or the (name, model) to load at first use; loaded ones are closed by `close()`
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._backend_spec: str | None = None if isinstance(backend, Backend) else (backend or "transformers")
         self.task = task
         self.mode = mode
         self.normalize = normalize
@@ -186,7 +286,7 @@ class Labeler:
         self._answer_join = " " if answer_prefix and not answer_prefix[-1].isspace() else ""
         self.calibration = calibration
         self.calibrator = calibrators.get(calibration)() if calibration else None
-        self.examples = [self._example(ex) for ex in (examples or [])]
+        self._raw_examples = [self._check_example(ex) for ex in (examples or [])]
         self.selector = selector
         self.k = k
         self.ordering = ordering
@@ -210,15 +310,57 @@ class Labeler:
         self._priors: dict[str, list[float]] = {}
         self._shared_prior: list[float] | None = None
         self._truncation_warned = False
+        if len(task.labels) == 1 and not task.multi_label:
+            log.warning("the task has one label ('%s'): every labeled row gets it with confidence 1.0; add the "
+                        "alternative (e.g. 'other') or set multi_label for a yes/no decision", task.names[0])
 
-    def _example(self, ex: dict[str, Any]) -> dict[str, Any]:
+    # -- the backend, loaded at first use when it was not given -------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The backend; a named or default one is loaded here, the first time it is needed."""
+        if self._backend is None:
+            from llmlabel.backends.base import load_backend
+
+            self._backend = load_backend(self._backend_spec or "transformers")
+            self._owns_backend = True
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: Backend) -> None:
+        self._backend = value
+
+    def close(self) -> None:
+        """Close the backend if this Labeler loaded it (a backend passed in belongs to the caller)."""
+        if getattr(self, "_owns_backend", False) and self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> "Labeler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_example(self, ex: Any) -> dict[str, Any]:
+        if not isinstance(ex, Mapping) or "text" not in ex:
+            raise ConfigError(f"a few-shot example must be a dict with 'text' and 'label', got {_shown(ex)}")
         label = ex.get("label")
         if label not in self.task.names:
             raise ConfigError(f"few-shot example label '{label}' is not a task label; valid: "
                               + ", ".join(self.task.names))
+        return dict(ex)
+
+    @property
+    def examples(self) -> list[dict[str, Any]]:
+        """The fixed demonstrations, their texts escaped for the backend (so computed at first use)."""
+        if not hasattr(self, "_examples"):
+            self._examples = [self._example(ex) for ex in self._raw_examples]
+        return self._examples
+
+    def _example(self, ex: dict[str, Any]) -> dict[str, Any]:
         pair = ex.get("text_pair")
         return {"text": self.backend.escape_text(str(ex["text"])),
-                "text_pair": None if pair is None else self.backend.escape_text(str(pair)), "label": label}
+                "text_pair": None if pair is None else self.backend.escape_text(str(pair)), "label": ex["label"]}
 
     # -- prompts --------------------------------------------------------------------------------------------------
     def _render(self, text: str, text_pair: str | None, label: Any = None,
@@ -500,9 +642,17 @@ class Labeler:
         return out
 
     # -- public API -----------------------------------------------------------------------------------------------
-    def label_texts(self, texts: list[str], text_pairs: list[str | None] | None = None) -> list[LabelResult]:
-        """Label plain strings (and their pairs)."""
-        pairs = text_pairs or [None] * len(texts)
+    def label_texts(self, texts: Iterable[str], text_pairs: Iterable[str | None] | None = None) -> list[LabelResult]:
+        """Label plain strings (and their pairs): a list (or any iterable) of strings, one result per string.
+
+        One string is an error ("pass a list"), not its characters labeled one by one."""
+        texts = _string_list(texts, "texts", "label_texts")
+        pairs = [None] * len(texts) if text_pairs is None else _string_list(text_pairs, "text_pairs", "label_texts")
+        if len(pairs) != len(texts):
+            raise ArgumentError(f"label_texts: {len(texts)} texts but {len(pairs)} text_pairs; give one pair per text")
+        if pairs and any(p is not None for p in pairs) and not self.task.text_pair_field:
+            raise ArgumentError("label_texts: text_pairs given, but the task has no text_pair_field; set "
+                                "LabelTask(text_pair_field=...) for pair tasks")
         rows = [{self.task.text_field: t, **({self.task.text_pair_field: p} if self.task.text_pair_field else {})}
                 for t, p in zip(texts, pairs)]
         return [r for _, r in self.iter_label(rows)]
@@ -512,6 +662,7 @@ class Labeler:
         """Yield (row, result) in input order, `chunk_size` rows at a time (streaming; resumable via the cache)."""
         from tqdm.auto import tqdm
 
+        rows = _checked_rows(rows, "iter_label")
         start = time.perf_counter()
         bar = tqdm(total=total, disable=not self.progress, unit="row", desc=f"labeling ({self.mode})")
         try:
@@ -538,8 +689,9 @@ class Labeler:
         texts: list[tuple[str, str | None]] = []
         for row in chunk:
             text, pair = self.task.texts(row)
-            if text is None or not str(text).strip():
-                prepared.append(LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped", "empty text"))
+            problem = _text_problem(text) or (_text_problem(pair) if pair is not None else None)
+            if problem:
+                prepared.append(LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped", problem))
                 continue
             text = str(text)
             pair = None if pair is None else str(pair)
@@ -629,12 +781,47 @@ class Labeler:
             r.label_probs = dict(zip(names, row.tolist()))
         return results
 
-    def label(self, rows: Iterable[dict[str, Any]], total: int | None = None) -> list[dict[str, Any]]:
+    def label(self, rows: Any, total: int | None = None) -> Any:
         """Label `rows` and return them with the columns label, label_probs, confidence, status, reason (+raw_answer
-        in generate mode, truncated)."""
+        in generate mode, truncated) added.
+
+        `rows` may be a pandas DataFrame (returns a new DataFrame), a `datasets.Dataset` (returns a new Dataset) or
+        any iterable of dicts (returns a list of dicts). An input column with an output column's name is kept,
+        renamed (see `merge`). A string, one dict, or a `DatasetDict` is a one-line error saying what to pass.
+        """
+        kind = _table_kind(rows)
+        if kind == "pandas":
+            records = rows.to_dict("records")
+            results = [res for _, res in self.iter_label(records, len(records))]
+            return self._with_columns_pandas(rows, results)
+        if kind == "datasets":
+            results = [res for _, res in self.iter_label(rows, len(rows))]
+            return self._with_columns_datasets(rows, results)
         if total is None and hasattr(rows, "__len__"):
-            total = len(rows)  # type: ignore[arg-type]
-        return [self.merge(row, res) for row, res in self.iter_label(rows, total)]
+            total = len(rows)
+        return [self.merge(row, res) for row, res in self.iter_label(_checked_rows(rows, "label"), total)]
+
+    def _renames(self, columns: Iterable[str]) -> dict[str, str]:
+        """Input columns that an output column would overwrite -> their new names (the rule of `merge`)."""
+        outputs = OUTPUT_COLUMNS if self.mode == "generate" else tuple(c for c in OUTPUT_COLUMNS if c != "raw_answer")
+        return {c: (f"gold_{c}" if c == self.task.label_field else f"input_{c}") for c in columns if c in outputs}
+
+    def _result_columns(self, results: list[LabelResult]) -> dict[str, list[Any]]:
+        columns = [r.as_columns(self.mode) for r in results]
+        names = columns[0].keys() if columns else LabelResult(None, {}, 0.0).as_columns(self.mode).keys()
+        return {name: [c[name] for c in columns] for name in names}
+
+    def _with_columns_pandas(self, frame: Any, results: list[LabelResult]) -> Any:
+        out = frame.rename(columns=self._renames(frame.columns))
+        for name, values in self._result_columns(results).items():
+            out[name] = values
+        return out
+
+    def _with_columns_datasets(self, dataset: Any, results: list[LabelResult]) -> Any:
+        out = dataset.rename_columns(self._renames(dataset.column_names))
+        for name, values in self._result_columns(results).items():
+            out = out.add_column(name, values)
+        return out
 
     @property
     def gold_column(self) -> str | None:
