@@ -174,7 +174,11 @@ def eval_(
     gold_col = gold_field or "gold_label"
     if gold_col not in columns:
         # Never fall back to the predicted column: that scores the predictions against themselves (accuracy 1.0).
-        raise DataError(f"{predictions} has no gold column '{gold_col}'{suggest(gold_col, columns)}; its columns: "
+        from llmlabel.labeler import OUTPUT_COLUMNS
+
+        # The suggestion never names a predicted column ('label'), which is what the old fallback got wrong.
+        hint = suggest(gold_col, [c for c in columns if c not in OUTPUT_COLUMNS])
+        raise DataError(f"{predictions} has no gold column '{gold_col}'{hint}; its columns: "
                         f"{', '.join(columns)}; name the gold column with --gold-field")
     if pred_field not in columns:
         raise DataError(unknown(f"column in {predictions}", pred_field, columns))

@@ -391,10 +391,18 @@ def atomic_write(path: str | Path, write: Any, text: bool = True) -> Path:
         try:
             _guarded(os.fchmod, fd, mode)
             if text:
-                with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+                try:
                     write(_GuardedHandle(handle))  # errors of the code producing the rows propagate as they are
                     _guarded(handle.flush)
                     _guarded(os.fsync, handle.fileno())
+                except BaseException:
+                    try:  # close() flushes what is buffered again: on a full disk that fails too, and is moot
+                        handle.close()
+                    except OSError:
+                        pass
+                    raise
+                _guarded(handle.close)
             else:
                 os.close(fd)
                 write(tmp)

@@ -29,7 +29,7 @@ _held_guard = threading.Lock()
 
 
 def _holder(fd: int) -> str:
-    """What the lock file says about its holder: 'pid 123, since 10:42:07 UTC (llmlabel run r.yaml)'."""
+    """What the lock file says about its holder: 'pid 123 since 10:42:07 UTC: llmlabel run r.yaml'."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         info = json.loads(os.read(fd, 4096).decode("utf-8", "replace") or "{}")
@@ -38,8 +38,8 @@ def _holder(fd: int) -> str:
     if not isinstance(info, dict) or "pid" not in info:
         return "another process"
     since = time.strftime("%H:%M:%S UTC", time.gmtime(info.get("started", 0)))
-    command = f" ({info['command']})" if info.get("command") else ""
-    return f"pid {info['pid']}, since {since}{command}"
+    command = f": {info['command']}" if info.get("command") else ""
+    return f"pid {info['pid']} since {since}{command}"
 
 
 @contextmanager
