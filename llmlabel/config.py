@@ -193,7 +193,7 @@ class OutputConfig(_Strict):
 
         suffix = Path(value).suffix.lower()
         if suffix not in FORMATS:
-            raise ValueError(f"output.predictions '{value}' must end in one of: {', '.join(FORMATS)}"
+            raise ValueError(f"'{value}' must end in one of: {', '.join(FORMATS)}"
                              + suggest(suffix, FORMATS))
         return value
 

@@ -54,6 +54,8 @@ class Dataset:
         self._warned: set[int] = set()
         if self.path.exists():
             self.path = _resolve_file(self.path, split)
+        elif self.path.is_symlink():
+            raise DataError(f"data file {self.source} is a symlink that leads nowhere (dangling, or a loop)")
         elif self.path.suffix in FORMATS or self.source.startswith((".", "/", "~")):
             raise DataError(f"data file not found: {self.source}")
         self._columns: list[str] | None = None
@@ -357,6 +359,8 @@ def _write_error(path: Path, exc: BaseException, existed: bool) -> OutputError:
 def make_folder(folder: Path, what: str = "output folder") -> Path:
     """Create `folder` (and parents); a path that is a file or a device, no permission, or a full disk is a one-line
     OutputError naming it."""
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"{what} {folder} is a symlink that leads nowhere (dangling, or a loop)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
