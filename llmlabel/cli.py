@@ -301,9 +301,25 @@ def _usage_line(exc: Any) -> str:
     return f"error: {message}{hint}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (not the stream of the first call: `main` may run
+    many times in one process, e.g. in tests, each with its own stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors for user mistakes (exit 2), 130 for an interrupt."""
-    logging.basicConfig(level=logging.WARNING, format="llmlabel: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="llmlabel: %(message)s", handlers=[_StderrHandler()])
     try:
         code = app(args=argv, standalone_mode=False)
     except LLMLabelError as exc:
@@ -324,6 +340,10 @@ def main(argv: list[str] | None = None) -> None:
     except _aborts():
         typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except OSError as exc:  # an I/O fault outside the paths that name their file (e.g. stdout on a full disk)
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
     # typer returns the exit code instead of raising under standalone_mode=False (Ctrl-C becomes 130 there)
     if isinstance(code, int) and not isinstance(code, bool) and code:
         if code == 130:

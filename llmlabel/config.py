@@ -268,8 +268,10 @@ class Recipe(RecipeBase):
     def run(self, progress: bool = True) -> dict[str, Any]:
         """Label the data with the recipe's executor (local: `llmlabel.pipeline.run_recipe`)."""
         from llmlabel.executors.base import make_executor
+        from llmlabel.outputs import hold_output_folder
 
-        return make_executor(self.executor).run(self, progress=progress)
+        with hold_output_folder(self.output.dir):  # one run per output folder, whichever executor
+            return make_executor(self.executor).run(self, progress=progress)
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -52,12 +52,20 @@ class Dataset:
         self.path = Path(os.path.expanduser(self.source))
         self.invalid_utf8_rows = 0
         self._warned: set[int] = set()
-        if self.path.exists():
+        if "\x00" in self.source:
+            raise DataError(f"data path {self.source!r} contains a NUL character")
+        try:
+            exists = self.path.exists()
+        except OSError as exc:  # a name too long, a component that is not a folder
+            raise DataError(f"cannot read data {self.source[:200]}: {exc.strerror or exc}") from None
+        if exists:
             self.path = _resolve_file(self.path, split)
         elif self.path.is_symlink():
             raise DataError(f"data file {self.source} is a symlink that leads nowhere (dangling, or a loop)")
         elif self.path.suffix in FORMATS or self.source.startswith((".", "/", "~")):
             raise DataError(f"data file not found: {self.source}")
+        else:
+            _check_hub_dataset(self.source)
         self._columns: list[str] | None = None
 
     @property
@@ -231,6 +239,22 @@ class Dataset:
             yield row
 
 
+def _check_hub_dataset(name: str) -> None:
+    """A name that is no local path is a Hugging Face Hub dataset: without a network that is a one-line error at
+    once (datasets would retry the Hub for half a minute). In offline mode (HF_DATASETS_OFFLINE=1) datasets reads its
+    local cache, which answers at once, so it is left to try."""
+    offline = any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+                  for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    if offline:
+        return
+    from llmlabel.models import _hub_reachable
+
+    if not _hub_reachable():
+        raise DataError(f"data '{name}' is not a file or folder here, and the Hugging Face Hub cannot be reached to "
+                        "load it as a dataset name (offline); give a JSONL/CSV/JSON/Parquet file or a folder (or set "
+                        "HF_DATASETS_OFFLINE=1 to read a dataset from the local datasets cache)")
+
+
 def load_labels_file(path: Path) -> list[str]:
     """Ordered label names from a `labels.json` (a list of names)."""
     try:
@@ -359,14 +383,16 @@ def _write_error(path: Path, exc: BaseException, existed: bool) -> OutputError:
 def make_folder(folder: Path, what: str = "output folder") -> Path:
     """Create `folder` (and parents); a path that is a file or a device, no permission, or a full disk is a one-line
     OutputError naming it."""
-    if folder.is_symlink() and not folder.exists():
-        raise OutputError(f"{what} {folder} is a symlink that leads nowhere (dangling, or a loop)")
+    if "\x00" in str(folder):
+        raise OutputError(f"{what} {str(folder)!r} contains a NUL character")
     try:
+        if folder.is_symlink() and not folder.exists():
+            raise OutputError(f"{what} {folder} is a symlink that leads nowhere (dangling, or a loop)")
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise OutputError(f"{what} {folder} is not a folder (a file or a device is in the way)") from None
     except OSError as exc:
-        raise OutputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot create {what} {str(folder)[:200]}: {exc.strerror or exc}") from None
     if not folder.is_dir():
         raise OutputError(f"{what} {folder} is not a folder (a file or a device is in the way)")
     return folder

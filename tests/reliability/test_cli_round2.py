@@ -430,3 +430,52 @@ def test_a_csv_with_a_one_megabyte_text_is_read(tmp_path, capsys):
     code, _, err = cli(capsys, "label", str(data), "--labels", "negative,positive", "--backend", "fake",
                        "-o", str(tmp_path / "o"), "-q")
     assert code == 0, err
+
+
+# -- other members of these families ---------------------------------------------------------------------------------------
+def test_a_hub_dataset_name_fails_at_once_when_the_hub_is_unreachable(tmp_path, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    start = time.perf_counter()
+    code, _, err = cli(capsys, "label", "some-user/no-such-dataset", "--labels", "a,b", "--backend", "fake",
+                       "-o", str(tmp_path / "o"))
+    assert code == 2 and time.perf_counter() - start < 10
+    assert one_error_line(err).startswith("error: data 'some-user/no-such-dataset' is not a file or folder here, "
+                                          "and the Hugging Face Hub cannot be reached")
+
+
+def test_stdout_on_a_full_disk_is_one_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([LLMLABEL, "recipes", "list"], stdout=full, stderr=subprocess.PIPE, text=True,
+                                timeout=60)
+    assert result.returncode == 2
+    assert one_error_line(result.stderr) == "error: No space left on device"
+
+
+def test_the_python_api_holds_the_output_folder_too(tmp_path):
+    """`run_recipe` and `Recipe.run` take the same lock as the CLI, and nest (a run inside a run shares it)."""
+    from llmlabel.config import load_recipe
+    from llmlabel.errors import OutputError
+    from llmlabel.outputs import hold_output_folder
+    from llmlabel.pipeline import run_recipe
+
+    recipe = load_recipe(_slow_recipe(tmp_path, 4, delay=0))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from llmlabel.outputs import "
+                               "hold_output_folder\nwith hold_output_folder(sys.argv[1]):\n print('held', "
+                               "flush=True); time.sleep(60)", str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=rf"is in use by another llmlabel run \(pid {holder.pid} since"):
+            run_recipe(recipe, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    with hold_output_folder(tmp_path / "out"):
+        assert run_recipe(recipe, progress=False)["rows"] == 4  # nested in this process's own hold
+        assert recipe.run(progress=False)["rows"] == 4

@@ -87,6 +87,8 @@ def _files(root: Path) -> None:
                                                              "predictions": "preds.txt"}}))
     recipe("negative_limit.yaml", json.dumps({**base, "data": {"path": str(root / "good.jsonl"), "limit": -1}}))
     recipe("tabs.yaml", "data:\n\tpath: x\n")
+    recipe("nul_out.yaml", json.dumps({**base, "output": {"dir": "o\x00x"}}))
+    recipe("nul_data.yaml", json.dumps({**base, "data": {"path": "d\x00.jsonl"}}))
     write("preds_no_gold.jsonl", '{"text": "a", "label": "positive", "confidence": 0.9}\n')
     write("preds_bad_conf.jsonl", '{"gold_label": "positive", "label": "positive", "confidence": "high"}\n')
     write("preds_ok.jsonl", '{"gold_label": "positive", "label": "positive", "confidence": 0.9}\n'
@@ -122,6 +124,8 @@ CASES = [
     ("texts not strings, NUL, surrogate", ["label", "{root}/odd_texts.jsonl", *LABELS, *FAKE], 0),
     ("data /dev/null", ["label", "/dev/null", *LABELS, *FAKE], 2),
     ("data symlink loop", ["label", "{root}/loop.jsonl", *LABELS, *FAKE], 2),
+    ("data name too long", ["label", "x" * 5000 + ".jsonl", *LABELS, *FAKE], 2),
+    ("data a Hub name, Hub unreachable", ["label", "no-such-dataset-xyz", *LABELS, *FAKE], 2),
     # label files
     ("labels.json not JSON", ["label", "{root}/labels_bad/data.jsonl", *FAKE], 2),
     ("labels.json duplicates", ["label", "{root}/labels_dup/data.jsonl", *FAKE], 2),
@@ -142,6 +146,8 @@ CASES = [
     ("recipe limit -1", ["run", "{root}/negative_limit.yaml"], 2),
     ("recipe tab indentation", ["run", "{root}/tabs.yaml"], 2),
     ("recipe missing", ["run", "{root}/nope.yaml"], 2),
+    ("recipe output.dir with NUL", ["run", "{root}/nul_out.yaml"], 2),
+    ("recipe data.path with NUL", ["run", "{root}/nul_data.yaml"], 2),
     ("--set alias bomb", ["run", "{root}/ok.yaml", "--set", f"labeling.examples={BOMB}"], 2),
     ("--set output.dir=/dev/full", ["run", "{root}/ok.yaml", "--set", "output.dir=/dev/full"], 2),
     ("--set without =", ["run", "{root}/ok.yaml", "--set", "data.limit"], 2),
@@ -176,6 +182,7 @@ CASES = [
     ("-o /dev/full", ["label", "{root}/good.jsonl", *LABELS, *FAKE, "-o", "/dev/full"], 2),
     ("-o under a file", ["label", "{root}/good.jsonl", *LABELS, *FAKE, "-o", "{root}/a_file/sub"], 2),
     ("-o a symlink loop", ["label", "{root}/good.jsonl", *LABELS, *FAKE, "-o", "{root}/loop_out"], 2),
+    ("-o name too long", ["label", "{root}/good.jsonl", *LABELS, *FAKE, "-o", "y" * 5000], 2),
     ("eval missing file", ["eval", "{root}/nope.jsonl"], 2),
     ("eval without gold", ["eval", "{root}/preds_no_gold.jsonl"], 2),
     ("eval confidence not a number", ["eval", "{root}/preds_bad_conf.jsonl"], 2),
@@ -200,10 +207,23 @@ def test_the_table_is_big_enough():
     assert len(CASES) >= 40 and len({case for case, _, _ in CASES}) == len(CASES)
 
 
+@pytest.fixture(scope="module")
+def unreachable_hub() -> str:
+    """An HF_ENDPOINT nothing listens on: every case sees the Hub as unreachable, as CI (no internet) does."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 @pytest.mark.parametrize("argv, expected", [(a, e) for _, a, e in CASES], ids=[c for c, _, _ in CASES])
-def test_hostile_input_ends_in_exit_0_or_one_line_and_exit_2(root, capsys, monkeypatch, argv, expected):
+def test_hostile_input_ends_in_exit_0_or_one_line_and_exit_2(root, unreachable_hub, capsys, monkeypatch, argv,
+                                                            expected):
     monkeypatch.chdir(root)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", unreachable_hub)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
     argv = [a.replace("{root}", str(root)) for a in argv]
     code, out, err = cli(capsys, *argv)
     assert "Traceback" not in out + err
