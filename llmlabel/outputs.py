@@ -3,7 +3,8 @@
 Two runs writing one folder would interleave their predictions, reports and shards, so a run holds an advisory lock
 (`flock`) on `<folder>/.llmlabel.lock` while it works; a second run fails at once with one line naming the holder's
 pid. The lock belongs to the open file, so a run that is killed (even with SIGKILL) releases it: there is no stale
-lock to delete by hand. The file itself stays (deleting it would race a run that has just opened it).
+lock to delete by hand. A run that finishes deletes the file; a run that locked a file just deleted this way sees
+that the path no longer names its file and locks the new one instead (so two runs never both hold the folder).
 """
 
 from __future__ import annotations
@@ -68,13 +69,38 @@ def hold_output_folder(folder: str | Path) -> Iterator[Path]:
             else:
                 del _held[key]
                 try:
-                    os.ftruncate(fd, 0)
+                    os.unlink(path / LOCK_FILE)  # while still locked: see the module docstring
                 except OSError:
                     pass
                 os.close(fd)  # releases the lock
 
 
 def _acquire(path: Path) -> int:
+    for _ in range(20):
+        fd = _try_acquire(path)
+        try:  # still the file at the path? (the holder before us may have deleted it on its way out)
+            on_disk = os.stat(path / LOCK_FILE)
+            mine = os.fstat(fd)
+            if (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:  # pragma: no cover - would need 20 runs finishing in a row within microseconds
+        raise OutputError(f"cannot lock output folder {path}: its lock file keeps being replaced")
+    command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:200] if sys.argv else ""
+    info: dict[str, Any] = {"pid": os.getpid(), "started": time.time(), "command": command}
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode("utf-8", "replace"))
+    except OSError as exc:
+        os.close(fd)
+        raise OutputError(f"output folder {path} is not writable ({exc.strerror or exc}); choose another one "
+                          "(--output / output.dir) or free some disk space") from None
+    return fd
+
+
+def _try_acquire(path: Path) -> int:
     lock = path / LOCK_FILE
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
@@ -95,13 +121,4 @@ def _acquire(path: Path) -> int:
     except OSError as exc:  # a filesystem without locks: say so rather than pretend
         os.close(fd)
         raise OutputError(f"cannot lock output folder {path} ({exc.strerror or exc}); use a local folder") from None
-    info: dict[str, Any] = {"pid": os.getpid(), "started": time.time(),
-                            "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:200] if sys.argv else ""}
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(info).encode("utf-8", "replace"))
-    except OSError as exc:
-        os.close(fd)
-        raise OutputError(f"output folder {path} is not writable ({exc.strerror or exc}); choose another one "
-                          "(--output / output.dir) or free some disk space") from None
     return fd

@@ -203,8 +203,12 @@ def root(tmp_path_factory) -> Path:
     return path
 
 
-def test_the_table_is_big_enough():
+def test_the_table_is_big_enough_and_the_readme_counts_it():
+    from helpers import REPO
+
     assert len(CASES) >= 40 and len({case for case, _, _ in CASES}) == len(CASES)
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"walks {len(CASES)} hostile inputs (files, recipes, flags, paths) through the CLI" in readme
 
 
 @pytest.fixture(scope="module")
