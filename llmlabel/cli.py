@@ -92,9 +92,8 @@ def run(
 ) -> None:
     """Run a recipe: label its data, write predictions and a report, and print accuracy when gold exists."""
     from llmlabel.config import Recipe, load_recipe
-    from llmlabel.recipes_index import find_recipe
-
     from llmlabel.outputs import hold_output_folder
+    from llmlabel.recipes_index import find_recipe
 
     overrides = [*set_, *([f"executor={executor}"] if executor else [])]
     loaded = load_recipe(find_recipe(str(recipe)), overrides=overrides)
@@ -173,10 +172,9 @@ def eval_(
     columns = list(all_rows[0])
     gold_col = gold_field or "gold_label"
     if gold_col not in columns:
-        # Never fall back to the predicted column: that scores the predictions against themselves (accuracy 1.0).
+        # Never fall back to the predicted column (nor suggest it): that scores the predictions against themselves.
         from llmlabel.labeler import OUTPUT_COLUMNS
 
-        # The suggestion never names a predicted column ('label'), which is what the old fallback got wrong.
         hint = suggest(gold_col, [c for c in columns if c not in OUTPUT_COLUMNS])
         raise DataError(f"{predictions} has no gold column '{gold_col}'{hint}; its columns: "
                         f"{', '.join(columns)}; name the gold column with --gold-field")
@@ -225,9 +223,8 @@ def recipes_list() -> None:
 @recipes_app.command("show")
 def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -> None:
     """Print a recipe's YAML."""
-    from llmlabel.recipes_index import find_recipe
-
     from llmlabel.config import read_recipe_text
+    from llmlabel.recipes_index import find_recipe
 
     typer.echo(read_recipe_text(Path(find_recipe(name))))
 

@@ -247,9 +247,9 @@ def _check_hub_dataset(name: str) -> None:
                   for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
     if offline:
         return
-    from llmlabel.models import _hub_reachable
+    from llmlabel.models import hub_reachable
 
-    if not _hub_reachable():
+    if not hub_reachable():
         raise DataError(f"data '{name}' is not a file or folder here, and the Hugging Face Hub cannot be reached to "
                         "load it as a dataset name (offline); give a JSONL/CSV/JSON/Parquet file or a folder (or set "
                         "HF_DATASETS_OFFLINE=1 to read a dataset from the local datasets cache)")

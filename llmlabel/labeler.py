@@ -22,6 +22,8 @@ import numpy as np
 from llmlabel.backends.base import Backend
 from llmlabel.cache import ResultCache, cache_key
 from llmlabel.errors import ArgumentError, BackendError, ConfigError, PartialFailure, suggest, unknown
+from llmlabel.inputs import (check_backend_and_task, checked_rows, describe_value, string_list, table_kind,
+                             text_problem)
 from llmlabel.parsing import parse_answer
 from llmlabel.prompts import load_prompt
 from llmlabel.task import LabelTask
@@ -97,17 +99,6 @@ class LabelStats:
                 "items_per_second": round(self.items_per_second, 3)}
 
 
-def _text_problem(value: Any) -> str | None:
-    """Why a text value is not labeled, or None. Strings are texts; numbers and booleans are labeled as their text
-    ("12345"); a missing value (None, NaN) or a blank string is "empty text"; a list, dict or bytes value is not
-    text and is skipped with its type named (str() of it would label its Python repr)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "empty text"
-    if isinstance(value, (str, int, float)):
-        return None if str(value).strip() else "empty text"
-    return f"text is a {type(value).__name__}, not a string"
-
-
 def _failed(names: list[str], reason: str, truncated: bool = False) -> LabelResult:
     """A row kept as failed: no label, zero probabilities, the reason."""
     return LabelResult(None, {n: 0.0 for n in names}, 0.0, "failed", reason, truncated=truncated)
@@ -131,86 +122,6 @@ def resolve_calibration(calibration: str | None, mode: str, multi_label: bool = 
     if calibration == "auto":
         return "batch" if mode == "score" and not multi_label else None
     return None if calibration in (None, "none") else calibration
-
-
-def _shown(value: Any) -> str:
-    """A value named in an error: its type, and a short repr."""
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40] + ('...' if len(text) > 40 else '')}"
-
-
-def _check_backend_and_task(backend: Any, task: Any) -> tuple[Backend | str | None, LabelTask]:
-    """`Labeler(task)`, `Labeler(backend, task)`, `Labeler(task=..., backend=...)`: the backend (a Backend, a
-    registered name, or None for the default) and the task, checked."""
-    if isinstance(backend, LabelTask) and (task is None or isinstance(task, (Backend, str))):
-        backend, task = task, backend  # Labeler(task) or Labeler(task, backend)
-    if task is None:
-        raise ArgumentError("Labeler needs a LabelTask: Labeler(task) labels with the embedded default model, "
-                            "Labeler(backend, task) with another; e.g. task = LabelTask(labels=['negative', "
-                            "'positive'])" + (f" (got only the backend {backend!r})" if backend is not None else ""))
-    if not isinstance(task, LabelTask):
-        raise ArgumentError(f"task must be a LabelTask, got {_shown(task)}; e.g. LabelTask(labels=['negative', "
-                            "'positive'])")
-    if isinstance(backend, str):
-        from llmlabel.registry import backends
-
-        if backend not in backends:
-            raise ConfigError(unknown("backend", backend, backends.names()))
-    elif backend is not None and not isinstance(backend, Backend):
-        raise ArgumentError(f"backend must be a Backend (llmlabel.load_backend(...)), a backend name such as "
-                            f"'transformers' or 'fake', or None for the default model; got {_shown(backend)}")
-    return backend, task
-
-
-def _table_kind(rows: Any) -> str:
-    """'pandas', 'datasets' or 'rows' for what `Labeler.label` accepts; a one-line ArgumentError otherwise."""
-    module = type(rows).__module__.split(".")[0]
-    name = type(rows).__name__
-    if module == "pandas" and name == "DataFrame":
-        return "pandas"
-    if module == "datasets" and name == "DatasetDict":
-        raise ArgumentError(f"label() takes one split, not a DatasetDict: pass e.g. data['{next(iter(rows), 'test')}'] "
-                            f"(splits: {', '.join(rows)})")
-    if module == "datasets" and name == "Dataset":
-        return "datasets"
-    if module == "pandas" and name == "Series":
-        raise ArgumentError("label() takes rows, not a pandas Series: pass a DataFrame, or label_texts(series) for "
-                            "a column of strings")
-    _checked_rows(rows, "label")  # the container itself; rows are checked as they are read
-    return "rows"
-
-
-def _checked_rows(rows: Any, where: str) -> Iterator[Mapping[str, Any]]:
-    """`rows` as an iterator of mappings; a string, one row, None or a non-mapping row is a one-line error."""
-    if isinstance(rows, (str, bytes)):
-        raise ArgumentError(f"{where}() takes a list of rows (dicts), not a string: pass a list; for plain strings "
-                            "use label_texts(['...'])")
-    if isinstance(rows, Mapping):
-        raise ArgumentError(f"{where}() takes a list of rows, not one dict: pass a list, e.g. [row], or a pandas "
-                            "DataFrame / datasets.Dataset for a table of columns")
-    if type(rows).__module__.split(".")[0] == "pandas" and type(rows).__name__ == "DataFrame":
-        rows = rows.to_dict("records")  # iterating a DataFrame yields its column names
-    if rows is None or not isinstance(rows, Iterable):
-        raise ArgumentError(f"{where}() takes a list of rows (dicts), a pandas DataFrame or a datasets.Dataset; "
-                            f"got {_shown(rows)}")
-
-    def check() -> Iterator[Mapping[str, Any]]:
-        for number, row in enumerate(rows, 1):
-            if not isinstance(row, Mapping):
-                hint = "; for plain strings use label_texts([...])" if isinstance(row, str) else ""
-                raise ArgumentError(f"{where}(): row {number} is a {type(row).__name__}, not a dict{hint}")
-            yield row
-
-    return check()
-
-
-def _string_list(values: Any, name: str, where: str) -> list[Any]:
-    """`values` (a list or any iterable of strings) as a list; one string or None is a one-line error."""
-    if isinstance(values, (str, bytes)):
-        raise ArgumentError(f"{where}: {name} is one string; pass a list: {where}([{str(values)[:30]!r}])")
-    if values is None or not isinstance(values, Iterable) or isinstance(values, Mapping):
-        raise ArgumentError(f"{where}: {name} must be a list of strings, got {_shown(values)}")
-    return list(values)
 
 
 class Labeler:
@@ -261,7 +172,7 @@ class Labeler:
         from llmlabel.registry import calibrators
         from llmlabel.selection.ordering import ORDERINGS
 
-        backend, task = _check_backend_and_task(backend, task)
+        backend, task = check_backend_and_task(backend, task)
         if mode not in ("score", "generate"):
             raise ConfigError(f"unknown mode '{mode}'; valid: generate, score")
         if normalize not in ("sum", "mean", "first"):
@@ -343,7 +254,8 @@ class Labeler:
 
     def _check_example(self, ex: Any) -> dict[str, Any]:
         if not isinstance(ex, Mapping) or "text" not in ex:
-            raise ConfigError(f"a few-shot example must be a dict with 'text' and 'label', got {_shown(ex)}")
+            raise ConfigError("a few-shot example must be a dict with 'text' and 'label', got "
+                              + describe_value(ex))
         label = ex.get("label")
         if label not in self.task.names:
             raise ConfigError(f"few-shot example label '{label}' is not a task label; valid: "
@@ -646,8 +558,8 @@ class Labeler:
         """Label plain strings (and their pairs): a list (or any iterable) of strings, one result per string.
 
         One string is an error ("pass a list"), not its characters labeled one by one."""
-        texts = _string_list(texts, "texts", "label_texts")
-        pairs = [None] * len(texts) if text_pairs is None else _string_list(text_pairs, "text_pairs", "label_texts")
+        texts = string_list(texts, "texts", "label_texts")
+        pairs = [None] * len(texts) if text_pairs is None else string_list(text_pairs, "text_pairs", "label_texts")
         if len(pairs) != len(texts):
             raise ArgumentError(f"label_texts: {len(texts)} texts but {len(pairs)} text_pairs; give one pair per text")
         if pairs and any(p is not None for p in pairs) and not self.task.text_pair_field:
@@ -662,7 +574,7 @@ class Labeler:
         """Yield (row, result) in input order, `chunk_size` rows at a time (streaming; resumable via the cache)."""
         from tqdm.auto import tqdm
 
-        rows = _checked_rows(rows, "iter_label")
+        rows = checked_rows(rows, "iter_label")
         start = time.perf_counter()
         bar = tqdm(total=total, disable=not self.progress, unit="row", desc=f"labeling ({self.mode})")
         try:
@@ -689,7 +601,7 @@ class Labeler:
         texts: list[tuple[str, str | None]] = []
         for row in chunk:
             text, pair = self.task.texts(row)
-            problem = _text_problem(text) or (_text_problem(pair) if pair is not None else None)
+            problem = text_problem(text) or (text_problem(pair) if pair is not None else None)
             if problem:
                 prepared.append(LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped", problem))
                 continue
@@ -789,7 +701,7 @@ class Labeler:
         any iterable of dicts (returns a list of dicts). An input column with an output column's name is kept,
         renamed (see `merge`). A string, one dict, or a `DatasetDict` is a one-line error saying what to pass.
         """
-        kind = _table_kind(rows)
+        kind = table_kind(rows)
         if kind == "pandas":
             records = rows.to_dict("records")
             results = [res for _, res in self.iter_label(records, len(records))]
@@ -799,7 +711,7 @@ class Labeler:
             return self._with_columns_datasets(rows, results)
         if total is None and hasattr(rows, "__len__"):
             total = len(rows)
-        return [self.merge(row, res) for row, res in self.iter_label(_checked_rows(rows, "label"), total)]
+        return [self.merge(row, res) for row, res in self.iter_label(checked_rows(rows, "label"), total)]
 
     def _renames(self, columns: Iterable[str]) -> dict[str, str]:
         """Input columns that an output column would overwrite -> their new names (the rule of `merge`)."""

@@ -134,6 +134,7 @@ def resolve_model(model: str | None) -> str:
     folder; a Hub id is returned unchanged when it is cached or the Hub is reachable. Any other name is a one-line
     ModelError with the closest known name (never a minute of Hub retries).
     """
+    check_model(model)  # every way a name cannot load: one line, before any conversion or download
     if model is None or model.lower() in DEFAULT_ALIASES:
         target = models_dir() / "SmolLM2-135M-Instruct-bf16"
         if (target / "config.json").exists():
@@ -141,16 +142,10 @@ def resolve_model(model: str | None) -> str:
         return str(convert_gguf(_fetch_smollm2_gguf(), target))
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
-        if not path.exists():
-            raise ModelError(f"GGUF file not found: {path}")
         return str(convert_gguf(path.resolve(), models_dir() / (path.stem + "-bf16")))
     if path.exists():
-        if path.is_dir() and not (path / "config.json").exists():
-            raise ModelError(f"model folder {path} has no config.json; pass a Hugging Face model folder or a .gguf file")
         return str(path.resolve())
-    if model.startswith((".", "/", "~")):
-        raise ModelError(f"model path not found: {model}")
-    return _hub_id(model)
+    return model  # a Hub id that check_model found cached or reachable
 
 
 #: seconds to wait for the Hugging Face Hub to answer a TCP connect before calling it unreachable
@@ -165,7 +160,7 @@ def known_models() -> list[str]:
     return sorted(names)
 
 
-def _hub_reachable() -> bool:
+def hub_reachable() -> bool:
     """Whether the Hub accepts a TCP connection within `HUB_PROBE_SECONDS` (the resolver runs in a thread: a DNS
     lookup without a network can hang longer than a connect timeout covers)."""
     import socket
@@ -215,7 +210,7 @@ def _hub_id(model: str) -> str:
     hint = suggest(model, known_models())
     if "/" not in model:
         raise ModelError(f"unknown model '{model}'{hint}; {help_text}")
-    if _offline() or not _hub_reachable():
+    if _offline() or not hub_reachable():
         raise ModelError(f"model '{model}' is not in the local Hugging Face cache and the Hub cannot be reached "
                          f"(offline){hint}; {help_text}")
     return model

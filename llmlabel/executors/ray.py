@@ -469,6 +469,7 @@ class RayExecutor(Executor):
 
         evaluating = recipe.evaluate and has_gold and not task.multi_label
         gold: list[Any] = []
+        without_gold = [0]
         pred: list[Any] = []
         confidences: list[float] = []
         statuses: Counter = Counter()
@@ -488,10 +489,13 @@ class RayExecutor(Executor):
                     original = next(source)
                     statuses[out["status"]] += 1
                     truncated += int(bool(out.get("truncated")))
-                    if evaluating:
-                        gold.append(task.gold(original))
+                    row_gold = task.gold(original) if evaluating else None
+                    if row_gold is not None:  # rows without gold are labeled, counted, not evaluated
+                        gold.append(row_gold)
                         pred.append(out["label"])
                         confidences.append(out["confidence"])
+                    elif evaluating:
+                        without_gold[0] += 1
                     yield out
             if expected != store.total:
                 raise RuntimeError(f"the shards hold {expected} rows, the data {store.total}")
@@ -525,6 +529,7 @@ class RayExecutor(Executor):
                 "dev": {k: v for k, v in report.items() if k.startswith("dev_")}}
         if evaluating:
             report = evaluate(gold, pred, task.names, confidences)
+            report["rows_without_gold"] = without_gold[0]
             report["cost"] = stats
             summary["metrics"] = report
         summary_path = recipe.output.path(recipe.output.report)

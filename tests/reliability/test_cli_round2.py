@@ -68,7 +68,7 @@ def test_ctrl_c_exits_130_with_a_line_saying_what_is_cached(tmp_path):
     assert _cached_rows(tmp_path / "out" / "cache.sqlite") >= 64  # the work done is kept
 
 
-# -- 2. two runs, one output folder --------------------------------------------------------------------------------------
+# -- 2. two runs, one output folder ------------------------------------------------------------------------------------
 def test_a_second_run_on_a_busy_output_folder_fails_at_once_naming_the_first(tmp_path):
     recipe = _slow_recipe(tmp_path, 400)
     first = subprocess.Popen([LLMLABEL, "run", str(recipe), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -124,7 +124,7 @@ def test_atomic_write_never_deletes_a_live_writers_temp_file(tmp_path):
         sleeper.wait()
 
 
-# -- 3. a row without gold ------------------------------------------------------------------------------------------------
+# -- 3. a row without gold ---------------------------------------------------------------------------------------------
 def test_rows_without_gold_are_labeled_and_counted_not_a_crash(tmp_path, capsys):
     data = tmp_path / "p.jsonl"
     data.write_text('{"text":"good film","label":"positive"}\n{"text":"no gold"}\n{"text":"x","label":null}\n')
@@ -137,7 +137,7 @@ def test_rows_without_gold_are_labeled_and_counted_not_a_crash(tmp_path, capsys)
     assert len(read_jsonl(tmp_path / "o" / "predictions.jsonl")) == 3
 
 
-# -- 4 and 12. label sets -----------------------------------------------------------------------------------------------
+# -- 4 and 12. label sets ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("labels, message", [
     ("neg,neg", "error: task: duplicate labels: neg"),
     ("", "error: --labels is empty; give comma-separated label names, e.g. --labels negative,positive"),
@@ -187,7 +187,7 @@ def test_an_alias_bomb_passed_through_set_is_refused_quickly(tmp_path, capsys):
                                    "(deeply nested YAML aliases?); write it out without them")
 
 
-# -- 6. tracebacks where one line is promised -----------------------------------------------------------------------------
+# -- 6. tracebacks where one line is promised --------------------------------------------------------------------------
 def test_a_recipe_that_is_not_utf8_or_is_a_folder_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"name: caf\xe9\n")
@@ -268,7 +268,7 @@ ls -a {out}
         "kept unchanged"], result.stderr
 
 
-# -- 7. the umask ------------------------------------------------------------------------------------------------------------
+# -- 7. the umask ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
 def test_output_files_honour_the_umask(tmp_path, capsys, umask, mode):
     data = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(4))
@@ -295,7 +295,7 @@ def test_a_rewritten_output_keeps_the_mode_it_was_given(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-# -- 9. flag mistakes --------------------------------------------------------------------------------------------------------
+# -- 9. flag mistakes --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
     (["label", "{data}", "--bogus"], "error: No such option: --bogus (see 'llmlabel label --help')"),
     (["run"], "error: Missing argument 'recipe'. (see 'llmlabel run --help')"),
@@ -332,7 +332,7 @@ def test_typer_is_pinned_to_the_series_whose_exceptions_main_handles():
     assert "typer>=0.29,<0.30" in deps
 
 
-# -- 10. a wrong model name -------------------------------------------------------------------------------------------------
+# -- 10. a wrong model name --------------------------------------------------------------------------------------------
 def test_an_unknown_model_name_fails_at_once_with_the_closest_name(tmp_path, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
     start = time.perf_counter()
@@ -361,7 +361,7 @@ def test_a_hub_id_that_is_not_cached_fails_at_once_offline(tmp_path, capsys, mon
                                           "local Hugging Face cache and the Hub cannot be reached (offline)")
 
 
-# -- 11. eval never scores predictions against themselves -----------------------------------------------------------------
+# -- 11. eval never scores predictions against themselves --------------------------------------------------------------
 def test_eval_without_a_gold_column_names_the_columns(tmp_path, capsys):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"text": "a", "label": "pos", "confidence": 0.9},
                                                {"text": "b", "label": "neg", "confidence": 0.8}])
@@ -389,7 +389,7 @@ def test_eval_skips_rows_without_gold_and_checks_its_flags(tmp_path, capsys):
     assert code == 2 and "column 'confidence' holds a value that is not a number" in one_error_line(err)
 
 
-# -- minor items: decided and documented ------------------------------------------------------------------------------------
+# -- minor items: decided and documented -------------------------------------------------------------------------------
 def test_non_string_texts_numbers_are_labeled_lists_and_dicts_are_skipped(tmp_path, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": 12345}, {"text": ["a", "b"]}, {"text": {"k": 1}},
                                               {"text": None}, {"text": True}])
@@ -432,7 +432,7 @@ def test_a_csv_with_a_one_megabyte_text_is_read(tmp_path, capsys):
     assert code == 0, err
 
 
-# -- other members of these families ---------------------------------------------------------------------------------------
+# -- other members of these families -----------------------------------------------------------------------------------
 def test_a_hub_dataset_name_fails_at_once_when_the_hub_is_unreachable(tmp_path, capsys, monkeypatch):
     import socket
 
