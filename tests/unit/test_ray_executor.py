@@ -182,7 +182,8 @@ def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_user_mistake_inside_an_actor_is_one_line(tmp_path, ray_cluster, capsys):
-    # The model path is only resolved where the engine is built, inside the actor: the CLI still prints one line.
+    # A missing model path is caught when the recipe is validated (issue 19: before any model or cluster starts);
+    # the CLI prints one line either way.
     from llmlabel.cli import main
 
     data = write_jsonl(tmp_path / "d.jsonl", _rows(6))
@@ -194,5 +195,5 @@ def test_user_mistake_inside_an_actor_is_one_line(tmp_path, ray_cluster, capsys)
         main(["run", str(recipe), "-q"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert f"error: model path not found: {tmp_path / 'no-such-model'}\n" in err
+    assert f"error: {recipe}: 'model': model path not found: {tmp_path / 'no-such-model'}\n" in err
     assert "Traceback" not in err
