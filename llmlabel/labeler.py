@@ -510,10 +510,10 @@ class Labeler:
     def iter_label(self, rows: Iterable[dict[str, Any]], total: int | None = None
                    ) -> Iterator[tuple[dict[str, Any], LabelResult]]:
         """Yield (row, result) in input order, `chunk_size` rows at a time (streaming; resumable via the cache)."""
-        from tqdm.auto import tqdm
+        from llmlabel.terminal import progress_bar
 
         start = time.perf_counter()
-        bar = tqdm(total=total, disable=not self.progress, unit="row", desc=f"labeling ({self.mode})")
+        bar = progress_bar(total=total, disable=not self.progress, unit="row", desc=f"labeling ({self.mode})")
         try:
             chunk: list[dict[str, Any]] = []
             for row in rows:
