@@ -18,6 +18,11 @@ from llmlabel.errors import ConfigError, MissingDependencyError
 from llmlabel.models import resolve_model
 
 
+#: how to get constrained JSON generation on this backend (xgrammar is an extra: it pulls triton on Linux x86_64,
+#: which has no CPU backend; xgrammar itself runs on the CPU without it)
+XGRAMMAR_INSTALL = ("pip install 'llmlabel[json]' (on CPU, `pip install --no-deps xgrammar apache-tvm-ffi` skips the "
+                    "~1 GB triton it pulls)")
+
 #: text whose activations set the int8 smoothing scales (`quantize="int8"`)
 INT8_CALIBRATION = "int8_calibration.v1"
 
@@ -553,8 +558,16 @@ class TransformersBackend(TokenizerMixin, Backend):
     # -- generation -----------------------------------------------------------------------------------------------
     @property
     def supports_json_schema(self) -> bool:  # type: ignore[override]
-        """JSON-schema generation needs `xgrammar` (a dependency of llmlabel; checked without importing it)."""
+        """JSON-schema generation needs `xgrammar` (the `json` extra; checked without importing it)."""
         return importlib.util.find_spec("xgrammar") is not None
+
+    @property
+    def unconstrained_reason(self) -> str | None:
+        """Why JSON answers cannot be constrained here (None when they can): `llmlabel.structured` warns with it."""
+        if self.supports_json_schema:
+            return None
+        return f"the transformers backend constrains JSON answers with xgrammar, which is not installed: " \
+               f"{XGRAMMAR_INSTALL}; answers are generated freely and parsed/repaired"
 
     def _json_grammar(self, schema: dict[str, Any]) -> Any:
         """The schema compiled by xgrammar against this tokenizer (compiled once per distinct schema).
@@ -565,7 +578,8 @@ class TransformersBackend(TokenizerMixin, Backend):
         try:
             import xgrammar as xgr
         except ImportError:
-            raise MissingDependencyError("xgrammar", "JSON-schema generation on the transformers backend") from None
+            raise MissingDependencyError("xgrammar", "JSON-schema generation on the transformers backend",
+                                         XGRAMMAR_INSTALL) from None
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             if self._grammar_compiler is None:
