@@ -13,6 +13,7 @@ redirected and `console()` is `sys.stderr`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import os
@@ -146,3 +147,24 @@ def progress_bar(**options: Any) -> Any:
 
     disable = options.pop("disable", False) or _quiet
     return tqdm(file=console(), disable=disable, **options)
+
+
+#: set by the Labeler around a backend call that computes rows: called with the number of prompts just finished
+_prompt_progress: contextvars.ContextVar[Any] = contextvars.ContextVar("llmlabel_prompt_progress", default=None)
+
+
+def prompts_done(count: int) -> None:
+    """Backends call this after each batch of `count` prompts, so the labeling bar moves within a long call."""
+    callback = _prompt_progress.get()
+    if callback is not None:
+        callback(count)
+
+
+@contextlib.contextmanager
+def prompt_progress(callback: Any) -> Iterator[None]:
+    """Route `prompts_done` calls made inside to `callback` (None: nowhere)."""
+    token = _prompt_progress.set(callback)
+    try:
+        yield
+    finally:
+        _prompt_progress.reset(token)

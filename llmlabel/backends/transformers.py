@@ -16,6 +16,7 @@ from llmlabel.backends.base import Backend, TokenizerMixin, resolve_adapter
 from llmlabel.backends.trie import CandidateTrie, common_prefix_length, tries_for
 from llmlabel.errors import ConfigError, MissingDependencyError
 from llmlabel.models import resolve_model
+from llmlabel.terminal import prompts_done
 
 
 #: how to get constrained JSON generation on this backend (xgrammar is an extra: it pulls triton on Linux x86_64,
@@ -362,6 +363,7 @@ class TransformersBackend(TokenizerMixin, Backend):
                     scores = score_batch(prefix, prefix_len, [suffixes[b] for b in batch], trie)
                     for b, row in zip(batch, scores):
                         results[members[b]] = row
+                    prompts_done(len(batch))  # moves the labeling bar (llmlabel.terminal)
         return results
 
     def _prefix_cache(self, prefix: list[int]) -> list[tuple[Any, Any]]:

@@ -220,3 +220,27 @@ def test_hf_dataset_output_loads_back_with_its_card(tmp_path):
     proc = _cli(tmp_path, "label", "llmlabel:sst2/test.jsonl", "--backend", "fake", "--limit", "10", "-o", "t",
                 "--hf-dataset", "-q")
     assert proc.returncode == 0 and list(load_from_disk(str(tmp_path / "t" / "hf_dataset"))) == ["test"]
+
+
+def test_labeling_bar_moves_while_the_backend_scores_a_chunk():
+    """Backends report finished prompts (`llmlabel.terminal.prompts_done`); the bar follows within a chunk."""
+    from llmlabel import terminal
+    from llmlabel.backends.fake import FakeBackend
+    from llmlabel.labeler import Labeler
+    from llmlabel.task import LabelTask
+
+    seen = []
+
+    class BatchedFake(FakeBackend):
+        def score(self, prompts, candidates, first_token=False):
+            out = []
+            for i in range(0, len(prompts), 8):
+                out += super().score(prompts[i:i + 8], candidates[i:i + 8], first_token)
+                terminal.prompts_done(len(prompts[i:i + 8]))
+                seen.append(labeler._bar.n)
+            return out
+
+    labeler = Labeler(BatchedFake(), LabelTask(labels=["negative", "positive"]), progress=True, chunk_size=20,
+                      calibration="none")
+    assert len(labeler.label_texts([f"row {i}" for i in range(30)])) == 30
+    assert seen == [8, 16, 20, 28, 30]  # within the 20-row chunk, then the 10-row one; never past a chunk's rows
