@@ -47,8 +47,10 @@ def _run(extra: list[str], out: Path, env: dict[str, str]) -> dict:
 
 
 def _table(results: dict) -> str:
+    load = results.get("load_average")
+    shared = f", load average {load[0]} -> {load[-1]} (other jobs shared the machine)" if load else ""
     lines = [f"Measured by `python benchmarks/quickstart.py` ({results['machine']}, {results['threads']} torch "
-             f"thread(s), {results['date']}; the model already converted):", "",
+             f"thread(s), {results['date']}{shared}; the model already converted):", "",
              "| dtype | rows | accuracy | macro-F1 | ECE | first run (s) | re-run, all cached (s) | re-run / first |",
              "|---|---|---|---|---|---|---|---|"]
     for name, run in results["runs"].items():
@@ -71,7 +73,9 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     results: dict = {"command": " ".join(COMMAND), "date": date.today().isoformat(), "threads": args.threads,
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": {}}
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": {},
+                     # other jobs on the machine slow every wall time here: the 1-minute load average before/after
+                     "load_average": [round(os.getloadavg()[0], 1)]}
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in (("auto", []), ("float32", ["--set", "model.options.dtype=float32"])):
             out = Path(tmp) / name
@@ -87,6 +91,7 @@ def main() -> None:
             (cold_cache / "downloads").mkdir(parents=True)
             shutil.copy(_fetch_smollm2_gguf(), cold_cache / "downloads" / SMOLLM2_GGUF)  # the file, not a download
             results["cold_model"] = _run([], Path(tmp) / "cold", {**env, "LLMLABEL_CACHE_DIR": str(cold_cache)})
+    results["load_average"].append(round(os.getloadavg()[0], 1))
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")
     if not args.no_readme:
