@@ -56,6 +56,16 @@ recipes_app = typer.Typer(no_args_is_help=True, help="List and show the recipes 
 app.add_typer(recipes_app, name="recipes")
 
 
+QUIET_HELP = "Print only the result lines and errors (no progress bars; library output goes to the log)."
+VERBOSE_HELP = "Show everything: llmlabel's info messages and the libraries' own output (otherwise in the log)."
+
+
+def _log_path(recipe: Any) -> Path:
+    """Where library output of a run goes: llmlabel.log in the recipe's output folder."""
+    output = getattr(recipe, "output", None)
+    return Path(getattr(output, "dir", None) or "runs") / "llmlabel.log"
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     from llmlabel.metrics import format_report
 
@@ -80,6 +90,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         if summary["metrics"].get("rows_without_gold"):
             typer.echo(f"{summary['metrics']['rows_without_gold']} rows have no gold label: labeled, not evaluated")
     typer.echo(f"predictions: {summary['predictions']}\nreport: {summary['report']}")
+    if summary.get("hf_dataset"):
+        typer.echo(f"dataset (datasets.load_from_disk, push_to_hub): {summary['hf_dataset']}")
 
 
 @app.command()
@@ -87,18 +99,21 @@ def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML file, or the name of a shipped recipe (see `recipes list`)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set data.limit=50 "
                                    "--set model.options.dtype=float32. Repeatable."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     executor: Optional[str] = typer.Option(None, help="Where to label: local or ray (same as --set executor=...)."),
 ) -> None:
     """Run a recipe: label its data, write predictions and a report, and print accuracy when gold exists."""
     from llmlabel.config import Recipe, load_recipe
     from llmlabel.outputs import hold_output_folder
     from llmlabel.recipes_index import find_recipe
+    from llmlabel.terminal import owned
 
     overrides = [*set_, *([f"executor={executor}"] if executor else [])]
     loaded = load_recipe(find_recipe(str(recipe)), overrides=overrides)
     output = getattr(loaded, "output", None)
-    with _interruptible(), (hold_output_folder(output.dir) if output is not None else nullcontext()):
+    with _interruptible(), (hold_output_folder(output.dir) if output is not None else nullcontext()), \
+            owned(_log_path(loaded), quiet=quiet, verbose=verbose):
         summary = loaded.run(progress=not quiet)
     if isinstance(loaded, Recipe):
         _print_summary(summary)
@@ -130,11 +145,15 @@ def label(
     calibration: str = typer.Option("auto", help="auto (batch: divide out the labeled rows' mean distribution), "
                                      "none, contextual, domain, incontext or batch."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the result cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    hf_dataset: bool = typer.Option(False, "--hf-dataset", help="Also write the labeled rows as a datasets."
+                                    "DatasetDict with a dataset card (OUTPUT/hf_dataset), ready for push_to_hub."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Label a dataset without writing a recipe (the flags build one)."""
     from llmlabel.config import load_recipe, parse_overrides
     from llmlabel.pipeline import run_recipe
+    from llmlabel.terminal import owned
 
     recipe: dict[str, Any] = {
         "name": "label",
@@ -144,11 +163,13 @@ def label(
         "task": {"instruction": instruction, "labels": parse_label_list(labels) if labels is not None else None},
         "labeling": {"mode": mode, "normalize": normalize, "calibration": calibration,
                      "answer_prefix": answer_prefix},
-        "output": {"dir": str(output), **({"cache": None} if no_cache else {})},
+        "output": {"dir": str(output), **({"cache": None} if no_cache else {}),
+                   **({"hf_dataset": "hf_dataset"} if hf_dataset else {})},
     }
     loaded = load_recipe(data=recipe, source="flags")
-    with _interruptible():
-        _print_summary(run_recipe(loaded, progress=not quiet))
+    with _interruptible(), owned(_log_path(loaded), quiet=quiet, verbose=verbose):
+        summary = run_recipe(loaded, progress=not quiet)
+    _print_summary(summary)
 
 
 @app.command("eval")

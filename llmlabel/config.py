@@ -184,6 +184,9 @@ class OutputConfig(_Strict):
     predictions: str = "predictions.jsonl"
     report: str = "report.json"
     cache: str | None = "cache.sqlite"
+    #: also save the labeled rows as a `datasets.DatasetDict` with a dataset card in this folder (e.g. hf_dataset),
+    #: ready for `push_to_hub` (see llmlabel/hub.py); None: not written
+    hf_dataset: str | None = None
 
     @field_validator("predictions")
     @classmethod

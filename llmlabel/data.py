@@ -40,7 +40,8 @@ class Dataset:
     """A readable dataset: rows stream from disk (JSONL, CSV) or come from an in-memory table.
 
     Args:
-        source: file path, folder of split files, `save_to_disk` folder, or Hugging Face Hub name.
+        source: file path, folder of split files, `save_to_disk` folder, a shipped sample (`llmlabel:sst2`, see
+            `llmlabel.samples`), or Hugging Face Hub name.
         split: split name for folders and Hub datasets (default 'test' for folders, 'train' on the Hub).
         limit: read at most this many rows.
     """
@@ -49,7 +50,12 @@ class Dataset:
         self.source = str(source)
         self.split = split
         self.limit = limit
-        self.path = Path(os.path.expanduser(self.source))
+        if self.source.startswith("llmlabel:"):  # a sample shipped with the package (llmlabel.samples)
+            from llmlabel.samples import resolve
+
+            self.path = resolve(self.source)
+        else:
+            self.path = Path(os.path.expanduser(self.source))
         self.invalid_utf8_rows = 0
         self._warned: set[int] = set()
         if "\x00" in self.source:

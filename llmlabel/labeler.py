@@ -395,6 +395,25 @@ class Labeler:
                 out.append({"scores": full})
         return out
 
+    def _compute_with_progress(self, items: list[_Item], rows: bool) -> list[dict[str, Any] | BackendError]:
+        """`_compute`, moving the labeling bar as the backend reports finished prompts (rows only, not probes)."""
+        bar = getattr(self, "_bar", None)
+        if not rows or bar is None or bar.disable:
+            return self._compute(items)
+        from llmlabel.terminal import prompt_progress
+
+        per_row = len(self.task.labels) if self.task.multi_label and self.mode == "score" else 1
+        start, done = bar.n, [0]
+
+        def advance(prompts: int) -> None:
+            done[0] += prompts
+            target = start + min(done[0] // per_row, len(items))  # never past this call's rows
+            if target > bar.n:
+                bar.update(target - bar.n)
+
+        with prompt_progress(advance):
+            return self._compute(items)
+
     def _texts(self, cands: Sequence[int] | None) -> list[str]:
         """The continuations scored for a row's candidate labels (all labels when `cands` is None)."""
         shown = [self._answer_join + t for t in self.task.texts_shown]
@@ -411,7 +430,7 @@ class Labeler:
             self.stats.cached += len(items) - len(todo)
         results: list[Any] = [found.get(k) for k in keys]
         if todo:
-            computed = self._compute([items[i] for i in todo])
+            computed = self._compute_with_progress([items[i] for i in todo], rows)
             done = {keys[i]: r for i, r in zip(todo, computed) if not isinstance(r, BackendError)}
             if self.cache is not None:
                 self.cache.put_many(done)
@@ -572,29 +591,36 @@ class Labeler:
     def iter_label(self, rows: Iterable[dict[str, Any]], total: int | None = None
                    ) -> Iterator[tuple[dict[str, Any], LabelResult]]:
         """Yield (row, result) in input order, `chunk_size` rows at a time (streaming; resumable via the cache)."""
-        from tqdm.auto import tqdm
+        from llmlabel.terminal import progress_bar
 
         rows = checked_rows(rows, "iter_label")
         start = time.perf_counter()
-        bar = tqdm(total=total, disable=not self.progress, unit="row", desc=f"labeling ({self.mode})")
+        bar = progress_bar(total=total, disable=not self.progress, unit="row", desc=f"labeling ({self.mode})")
+        self._bar = bar
         try:
             chunk: list[dict[str, Any]] = []
             for row in rows:
                 chunk.append(row)
                 if len(chunk) >= self.chunk_size:
-                    yield from self._label_chunk(chunk)
-                    bar.update(len(chunk))
+                    yield from self._bar_chunk(bar, chunk)
                     chunk = []
             if chunk:
-                yield from self._label_chunk(chunk)
-                bar.update(len(chunk))
+                yield from self._bar_chunk(bar, chunk)
         finally:
+            self._bar = None
             bar.close()
             self.stats.seconds += time.perf_counter() - start
             if self.stats.truncated and not self._truncation_warned:
                 self._truncation_warned = True
                 log.warning("%d text(s) were longer than the model's context and were truncated",
                             self.stats.truncated)
+
+    def _bar_chunk(self, bar: Any, chunk: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], LabelResult]]:
+        """`_label_chunk`, then the bar at the chunk's end (it moved within the chunk as the backend scored)."""
+        start = bar.n
+        results = list(self._label_chunk(chunk))
+        bar.update(start + len(chunk) - bar.n)
+        yield from results
 
     def _label_chunk(self, chunk: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], LabelResult]]:
         prepared: list[_Item | LabelResult] = []

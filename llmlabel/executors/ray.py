@@ -384,7 +384,7 @@ class RayExecutor(Executor):
                info: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
         """Put the pending shards in the object store, label them with the actor pool, write each as it finishes."""
         import pyarrow as pa
-        from tqdm.auto import tqdm
+        from llmlabel.terminal import progress_bar
 
         cfg = recipe.ray
         todo = set(pending)
@@ -431,7 +431,7 @@ class RayExecutor(Executor):
         meta: list[dict[str, Any]] = []
         start = time.perf_counter()
         reused = store.total - sum(store.bounds(i)[1] - store.bounds(i)[0] for i in pending)
-        bar = tqdm(total=store.total, initial=reused, disable=not progress, unit="row",
+        bar = progress_bar(total=store.total, initial=reused, disable=not progress, unit="row",
                    desc=f"labeling (ray, {size} workers)")
         driver = 0.0  # time the driver spends on results (the one serial part: it bounds the cluster's rate)
         try:

@@ -141,10 +141,10 @@ def evaluate_task(backend: Any, task: StressTask, config: StressConfig, seed: in
 
 def evaluate_stress(backend: Any, config: StressConfig, seed: int, progress: bool = True) -> dict[str, dict]:
     """The stress suite on every task for one seed: {task name: {setting: accuracy or None}}."""
-    from tqdm.auto import tqdm
+    from llmlabel.terminal import progress_bar
 
     out = {}
-    for task in tqdm(config.tasks, desc=f"icl stress (seed {seed})", disable=not progress):
+    for task in progress_bar(iterable=config.tasks, desc=f"icl stress (seed {seed})", disable=not progress):
         out[task_name(task)] = evaluate_task(backend, task, config, seed)
     return out
 

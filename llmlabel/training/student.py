@@ -200,7 +200,7 @@ class FeatureCache:
     def compute(self, texts: Sequence[str], splits: Iterable[int], progress: bool = False) -> None:
         """Compute and keep the hidden states at every split in `splits` for the texts that lack them."""
         import torch
-        from tqdm.auto import tqdm
+        from llmlabel.terminal import progress_bar
 
         splits = sorted(set(splits))
         if any(s < 0 or s > self.num_layers for s in splits):
@@ -224,7 +224,7 @@ class FeatureCache:
         handles = [(model.layers[s] if s < self.num_layers else model.norm).register_forward_pre_hook(
             hook_for(s), with_kwargs=True) for s in splits]
         device = next(model.parameters()).device
-        bar = tqdm(total=len(todo), disable=not progress, unit="text", desc="caching frozen layers")
+        bar = progress_bar(total=len(todo), disable=not progress, unit="text", desc="caching frozen layers")
         try:
             with torch.inference_mode():
                 for batch in length_batches([len(x) for x in ids], self.batch_tokens):
@@ -409,7 +409,7 @@ class Student:
         Rows with weight 0 are dropped. Returns (and keeps in `history`) steps, seconds and the loss curve.
         """
         import torch
-        from tqdm.auto import tqdm
+        from llmlabel.terminal import progress_bar
 
         from llmlabel.training.losses import aux_alpha, aux_confidence_loss, soft_cross_entropy
 
@@ -448,7 +448,8 @@ class Student:
         losses: list[float] = []
         start = time.perf_counter()
         top.train()
-        bar = tqdm(range(steps), disable=not progress, desc=f"training student ({cfg.loss})", unit="step")
+        bar = progress_bar(iterable=range(steps), disable=not progress, desc=f"training student ({cfg.loss})",
+                           unit="step")
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             hidden, mask, positions = left_pad([feats[i] for i in idx])

@@ -308,7 +308,7 @@ def train_symbol_lora(model_name: str | None, config: SymbolTuningConfig, prompt
     import torch
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
+    from llmlabel.terminal import progress_bar
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmlabel.models import resolve_model
@@ -339,7 +339,7 @@ def train_symbol_lora(model_name: str | None, config: SymbolTuningConfig, prompt
     order: list[int] = []
     losses: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="symbol tuning", disable=not progress)
+    bar = progress_bar(iterable=range(config.steps), desc="symbol tuning", disable=not progress)
     for _ in bar:
         if len(order) < config.batch_size:
             order += [int(i) for i in rng.permutation(len(data))]
