@@ -22,6 +22,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                          "in one line; 130 interrupted (finished rows are cached: run again to resume); 1 a bug.")
 recipes_app = typer.Typer(no_args_is_help=True, help="List and show the recipes shipped with llmlabel.")
 app.add_typer(recipes_app, name="recipes")
+from llmlabel.review.cli import report_cmd, review_app  # noqa: E402  (the review loop and the HTML run report)
+from llmlabel.review.report_html import write_report_for_run  # noqa: E402
+
+app.add_typer(review_app, name="review")
+app.command("report")(report_cmd)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -65,6 +70,7 @@ def run(
     summary = loaded.run(progress=not quiet)
     if isinstance(loaded, Recipe):
         _print_summary(summary)
+        typer.echo(write_report_for_run(summary))
     else:
         for line in loaded.summary_lines(summary):
             typer.echo(line)
@@ -110,7 +116,9 @@ def label(
                      "answer_prefix": answer_prefix},
         "output": {"dir": str(output), **({"cache": None} if no_cache else {})},
     }
-    _print_summary(run_recipe(load_recipe(data=recipe, source="flags"), progress=not quiet))
+    summary = run_recipe(load_recipe(data=recipe, source="flags"), progress=not quiet)
+    _print_summary(summary)
+    typer.echo(write_report_for_run(summary))
 
 
 @app.command("eval")

@@ -167,6 +167,10 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
         "recipe": recipe.name, "backend": backend.name, "model": backend.model_id, "mode": recipe.labeling.mode,
         "rows": engine.stats.rows, "predictions": str(predictions), "stats": engine.stats.as_dict(),
         "invalid_utf8_rows": dataset.invalid_utf8_rows,
+        # what the review loop and the HTML report need to read the run back: the label set, columns, prompt
+        "task": {"labels": task.names, "text_field": task.text_field, "text_pair_field": task.text_pair_field,
+                 "label_field": task.label_field, "multi_label": task.multi_label},
+        "prompt": labeler.template.id,
     }
     if engine is not labeler:
         summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
