@@ -62,7 +62,7 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> st
     fig = figure(figsize=(size, size))
     ax = fig.add_subplot()
     data = np.asarray(matrix, dtype=float)
-    image = ax.imshow(data, cmap="Blues")
+    image = ax.imshow(data, cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     font = 9 if n <= 12 else max(3, int(160 / n))
     ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
@@ -71,7 +71,7 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> st
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, int(data[i, j]), ha="center", va="center",
-                        color="white" if data[i, j] > data.max() / 2 else "black", fontsize=9)
+                        color="white" if data[i, j] > 0.6 * data.max() else "black", fontsize=9)
     ax.set_xlabel("LLM label")
     ax.set_ylabel(title)
     ax.set_title(f"Confusion matrix ({title.lower()} vs LLM)")
