@@ -345,3 +345,31 @@ def test_run_load_reads_label_set_of_old_reports(sst2_run):
     assert Run.load(sst2_run).labels == ["negative", "positive"]
     with pytest.raises(DataError, match="unknown id column"):
         Run.load(sst2_run, id_field="uid")
+
+
+def test_reviewed_rows_serve_as_exemplar_pool_and_calibration_dev_slice(sst2_run, tmp_path, capsys, shared_data):
+    from llmlabel.backends.fake import FakeBackend
+    from llmlabel.calibration.select import choose_calibration
+    from llmlabel.config import load_recipe
+    from llmlabel.pipeline import run_recipe
+    from llmlabel.review.use import reviewed_rows
+    from llmlabel.task import LabelTask
+
+    run = Run.load(sst2_run)
+    files = export_review(run, select_rows(run, "random", 20), "jsonl", sst2_run / "review")
+    import_review(write_jsonl(tmp_path / "a.jsonl", answer_like_gold(read_jsonl(files[0]), sst2_run)), run)
+    gold_file = tmp_path / "reviewed.jsonl"
+    assert _cli(capsys, "review", "gold", str(sst2_run), "-o", str(gold_file), "--only", "random")[0] == 0
+    # The exemplar pool of an in-context recipe.
+    summary = run_recipe(load_recipe(data={
+        "name": "icl", "model": {"backend": "fake"},
+        "data": {"path": str(shared_data / "sst2" / "test.jsonl"), "limit": 10},
+        "task": {"labels": ["negative", "positive"]},
+        "labeling": {"selection": {"method": "random", "k": 2, "pool": {"path": str(gold_file)}}},
+        "output": {"dir": str(tmp_path / "icl"), "cache": None}}, source="test"), progress=False)
+    assert summary["rows"] == 10
+    # The dev slice of choose_calibration.
+    rows = reviewed_rows(run, only="random")
+    task = LabelTask(labels=["negative", "positive"])
+    best, scores = choose_calibration(FakeBackend(), task, [r["text"] for r in rows], [r["label"] for r in rows])
+    assert best in scores and len(scores) > 1
