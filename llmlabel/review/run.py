@@ -76,6 +76,8 @@ class Run:
         if "label" not in rows[0]:
             raise DataError(f"{predictions} has no 'label' column: not the predictions of an llmlabel run")
         task = report.get("task") or {}
+        if task.get("multi_label") or isinstance(rows[0].get("label"), list):
+            raise DataError(f"{folder} is a multi-label run: the review loop supports single-label runs")
         labels = list(task.get("labels") or (report.get("metrics") or {}).get("labels") or [])
         if not labels:
             seen: dict[str, None] = {}

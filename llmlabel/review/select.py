@@ -85,9 +85,9 @@ def select_disagree(run: Run, budget: int, others: list[Run] | None = None, by: 
         if len(other.rows) != len(run.rows):
             raise DataError(f"run {other.folder} has {len(other.rows)} rows, {run.folder} has {len(run.rows)}: "
                             f"disagreement needs runs over the same rows")
-        for i in (0, len(run.rows) - 1):
-            if other.text(i) != run.text(i):
-                raise DataError(f"row {i} differs between {run.folder} and {other.folder}: not the same rows")
+        differs = next((i for i in range(len(run.rows)) if other.text(i) != run.text(i)), None)
+        if differs is not None:
+            raise DataError(f"row {differs} differs between {run.folder} and {other.folder}: not the same rows")
     scored = []
     for i in range(len(run.rows)):
         labels = [run.llm_label(i)] + [o.llm_label(i) for o in others]

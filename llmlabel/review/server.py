@@ -118,7 +118,10 @@ def make_handler(state: ReviewState) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body, dict) or "row" not in body or "label" not in body:
                 self._json(400, {"error": "expected {\"row\": <int>, \"label\": <label or null>}"})
                 return
-            status, reply = state.answer(body["row"], body["label"])
+            try:
+                status, reply = state.answer(body["row"], body["label"])
+            except OSError as exc:  # disk full, permissions: the page says "not saved" and keeps the answer
+                status, reply = 500, {"error": f"could not write {state.log.path.name}: {exc.strerror or exc}"}
             self._json(status, reply)
 
         def _not_allowed(self) -> None:

@@ -373,3 +373,23 @@ def test_reviewed_rows_serve_as_exemplar_pool_and_calibration_dev_slice(sst2_run
     task = LabelTask(labels=["negative", "positive"])
     best, scores = choose_calibration(FakeBackend(), task, [r["text"] for r in rows], [r["label"] for r in rows])
     assert best in scores and len(scores) > 1
+
+
+def test_review_api_write_failure_is_a_500_not_a_dropped_connection(sst2_run):
+    from llmlabel.review.server import make_server
+
+    run = Run.load(sst2_run)
+    picks = select_rows(run, "uncertain", 3)
+    server = make_server(run, picks, reviewer="tester")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (sst2_run / "reviews.jsonl").mkdir()  # the write cannot succeed
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("POST", "/api/answer", body=json.dumps({"row": picks[0].row, "label": "positive"}),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 500
+        assert json.loads(response.read())["error"].startswith("could not write reviews.jsonl")
+    finally:
+        server.shutdown()
+        server.server_close()
