@@ -107,7 +107,8 @@ def check(run_dir: Path, method: str, seconds: float) -> dict:
     result = {"method": method, "reviewed": report["reviewed"], "by_policy": report["by_policy"],
               "audit_rows": audit["n"], "audit_agreement": audit["accuracy"], "audit_true_accuracy": true_audit,
               "matches": abs(audit["accuracy"] - true_audit) < 1e-12, "audit_ci95": [low, high],
-              "audit_kappa": audit["kappa"], "run_accuracy_all_rows": full, "ci_covers_run_accuracy": low <= full <= high,
+              "audit_kappa": audit["kappa"], "run_accuracy_all_rows": full,
+              "ci_covers_run_accuracy": low <= full <= high,
               "seconds": round(seconds, 1)}
     print(f"  {method:<12} audit {audit['n']:3d} rows: agreement {audit['accuracy']:.4f} = true {true_audit:.4f} "
           f"({'match' if result['matches'] else 'MISMATCH'}); CI {low:.3f}-{high:.3f} vs all-row accuracy "

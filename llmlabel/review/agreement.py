@@ -53,7 +53,8 @@ def agreement(run: Run) -> dict[str, Any]:
     audit = [r for r in latest if r["selected_by"] == "random"]
     out: dict[str, Any] = {
         "run": str(run.folder), "rows": len(run.rows), "reviewed": len(latest),
-        "by_policy": {p: sum(r["selected_by"] == p for r in latest) for p in sorted({r["selected_by"] for r in latest})},
+        "by_policy": {p: sum(r["selected_by"] == p for r in latest)
+                      for p in sorted({r["selected_by"] for r in latest})},
         "audit": _summary(audit, run.labels, len(run.rows)) if audit else None,
         "all_reviewed": _summary(latest, run.labels, None) if latest else None,
     }

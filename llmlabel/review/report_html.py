@@ -113,7 +113,9 @@ def confidence_plot(confidences: list[float], correct: list[bool] | None) -> str
     if correct is None:
         ax.hist(confidences, bins=bins, color="#1f77b4")
     else:
-        ax.hist([[c for c, ok in zip(confidences, correct) if ok], [c for c, ok in zip(confidences, correct) if not ok]],
+        right = [c for c, ok in zip(confidences, correct) if ok]
+        wrong = [c for c, ok in zip(confidences, correct) if not ok]
+        ax.hist([right, wrong],
                 bins=bins, stacked=True, color=["#2ca02c", "#d62728"], label=["right", "wrong"])
         ax.legend(fontsize=8)
     ax.set_xlabel("confidence")

@@ -117,13 +117,42 @@ def label_studio_venv() -> Path:
     return Path(cache_dir()) / "label-studio-1.23.2-venv"
 
 
+#: a migrated, user-less SQLite data folder inside the venv: a server started on a copy of it skips the ~2 min of
+#: Django migrations a fresh data folder costs (measured: 17 s to /health instead of 160 s)
+TEMPLATE = "template-data"
+
+
+def migrate_label_studio_template(venv: Path) -> Path:
+    """Create `<venv>/template-data` (Label Studio's SQLite database with every migration applied, no user) once."""
+    import shutil
+    import tempfile
+
+    template = venv / TEMPLATE
+    if template.exists():
+        return template
+    python = venv / "bin" / "python"
+    where = "import label_studio, os; print(os.path.dirname(label_studio.__file__))"
+    package = subprocess.run([str(python), "-c", where], check=True, capture_output=True, text=True).stdout.strip()
+    scratch = Path(tempfile.mkdtemp(dir=venv, prefix=".template-"))
+    try:
+        env = {**os.environ, "DJANGO_DB": "sqlite", "LABEL_STUDIO_BASE_DATA_DIR": str(scratch)}
+        subprocess.run([str(python), "manage.py", "migrate", "--no-color", "-v", "0"], cwd=package, check=True,
+                       timeout=1200, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        scratch.rename(template)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return template
+
+
 def install_label_studio(venv: Path | None = None) -> Path:
-    """The `label-studio` executable, installing it into its own virtualenv first when missing (~3-4 min, 1 GB)."""
+    """The `label-studio` executable, installing it into its own virtualenv first when missing (~3-4 min, 1 GB) and
+    migrating its template database (~2 min) when that is missing."""
     venv = venv or label_studio_venv()
     binary = venv / "bin" / "label-studio"
     if not binary.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", LABEL_STUDIO], check=True, timeout=1500)
+    migrate_label_studio_template(venv)
     return binary
 
 
@@ -136,11 +165,15 @@ def label_studio_server(binary: Path, data_dir: Path, timeout: float = 400) -> I
     default user, whose token we choose, so no browser login is needed to mint a personal access token.
     """
     import secrets
+    import shutil
 
     import httpx
 
     from llmlabel.testing import free_port
 
+    template = binary.parent.parent / TEMPLATE
+    if template.is_dir() and not (data_dir / "label_studio.sqlite3").exists():
+        shutil.copytree(template, data_dir, dirs_exist_ok=True)
     port, token = free_port(), secrets.token_hex(20)
     log_path = data_dir / "server.log"
     log = open(log_path, "w")
