@@ -12,10 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import wait_for_ci_dependency
+from reviewhelpers import wait_for_ci_dependency
 from helpers import read_jsonl
 
 from llmlabel.review.run import ReviewLog
+
+pytestmark = pytest.mark.slow  # a real browser: ~30 s, so outside the fast tier
 
 
 @pytest.fixture(scope="module")

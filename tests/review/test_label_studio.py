@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_run, wait_for_ci_dependency
+from reviewhelpers import make_run, wait_for_ci_dependency
 from helpers import read_jsonl, write_jsonl
 
 from llmlabel.cli import main

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import answer_like_gold, make_run
+from reviewhelpers import answer_like_gold, make_run
 from helpers import read_jsonl, write_jsonl
 
 from llmlabel.cli import main
