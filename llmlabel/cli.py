@@ -54,6 +54,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                          "in one line; 130 interrupted (finished rows are cached: run again to resume); 1 a bug.")
 recipes_app = typer.Typer(no_args_is_help=True, help="List and show the recipes shipped with llmlabel.")
 app.add_typer(recipes_app, name="recipes")
+from llmlabel.review.cli import report_cmd, review_app  # noqa: E402  (the review loop and the HTML run report)
+from llmlabel.review.report_html import write_report_for_run  # noqa: E402
+
+app.add_typer(review_app, name="review")
+app.command("report")(report_cmd)
 
 
 QUIET_HELP = "Print only the result lines and errors (no progress bars; library output goes to the log)."
@@ -117,6 +122,7 @@ def run(
         summary = loaded.run(progress=not quiet)
     if isinstance(loaded, Recipe):
         _print_summary(summary)
+        typer.echo(write_report_for_run(summary))
     else:
         for line in loaded.summary_lines(summary):
             typer.echo(line)
@@ -170,6 +176,7 @@ def label(
     with _interruptible(), owned(_log_path(loaded), quiet=quiet, verbose=verbose):
         summary = run_recipe(loaded, progress=not quiet)
     _print_summary(summary)
+    typer.echo(write_report_for_run(summary))
 
 
 @app.command("eval")

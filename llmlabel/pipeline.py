@@ -221,6 +221,10 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
         # False when every row (and calibration probe) came from the cache and the model was never loaded
         "model_loaded": bool(getattr(backend, "loaded", True)),
         "model_load_seconds": round(load_seconds, 3),
+        # what the review loop and the HTML report need to read the run back: the label set, columns, prompt
+        "task": {"labels": task.names, "text_field": task.text_field, "text_pair_field": task.text_pair_field,
+                 "label_field": task.label_field, "multi_label": task.multi_label},
+        "prompt": labeler.template.id,
     }
     if engine is not labeler:
         summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
