@@ -52,6 +52,28 @@ ELSEWHERE: dict[str, tuple[str, str]] = {
     "llmlabel run recipes/tnt_llm.yaml --set taxonomy.method=cluster": (
         "tests/integration/test_taxonomy_default_model.py::test_default_model_yields_a_schema_valid_taxonomy",
         "the shipped tnt_llm recipe with taxonomy.method llm and cluster, default model, smaller sizes"),
+    # the Review section (README "Review")
+    "llmlabel run recipes/quickstart.yaml": (
+        "tests/integration/test_fresh_clone.py::test_quickstart_runs_in_a_fresh_clone_offline",
+        "verbatim in a copy of the repository with no ../shared; the HTML report it writes is checked in "
+        "tests/review/test_review.py::test_run_writes_html_report_and_report_command_rebuilds_it"),
+    "llmlabel review serve runs/quickstart --budget 50": (
+        "tests/review/test_browser.py::test_review_page_keyboard_20_answers_survive_a_killed_server",
+        "on an SST-2 run of the default model, 20 answers in headless Chromium"),
+    "llmlabel review export runs/quickstart --budget 100 --select mixed --format label_studio": (
+        "tests/review/test_label_studio.py::test_label_studio_round_trip_sst2_default_model",
+        "the same flags with a smaller budget, against a real Label Studio server"),
+    "llmlabel review import export.json --run runs/quickstart": (
+        "tests/review/test_label_studio.py::test_label_studio_round_trip_sst2_default_model",
+        "Label Studio's own JSON export of the submitted annotations"),
+    "llmlabel review gold runs/quickstart -o runs/quickstart/reviewed.jsonl --only random": (
+        "tests/review/test_review.py::test_reviewed_rows_serve_as_exemplar_pool_and_calibration_dev_slice",
+        "on a fake-backend run's answers"),
+    "llmlabel eval runs/quickstart/reviewed.jsonl --gold-field label --pred-field llm_label": (
+        "tests/review/test_review.py::test_gold_file_feeds_eval", "on a fake-backend run's answers"),
+    "llmlabel report runs/quickstart": (
+        "tests/review/test_review.py::test_run_writes_html_report_and_report_command_rebuilds_it",
+        "on a fake-backend run"),
 }
 
 NOT_RUN: dict[str, str] = {

@@ -29,6 +29,7 @@ RESULT_LINES = [
     r"cost: [\d.]+ s, [\d.]+ items/s, \d+ computed, \d+ from cache",
     r"predictions: \S+",
     r"report: \S+",
+    r"html report: \S+",
 ]
 
 

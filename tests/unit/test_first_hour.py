@@ -77,6 +77,8 @@ def test_a_hub_dataset_name_goes_to_datasets_load_dataset(monkeypatch):
         return [{"sentence": "a fine film", "label": "positive"}]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    # the reachability check (an unreachable Hub is a one-line error) would answer offline here: pretend it is up
+    monkeypatch.setattr("llmlabel.models.hub_reachable", lambda *a, **k: True)
     assert list(Dataset("stanfordnlp/sst2", split="validation")) == [{"sentence": "a fine film", "label": "positive"}]
     assert set(calls) == {("stanfordnlp/sst2", "validation", True)}  # (list() also asks the length: two passes)
 
@@ -179,8 +181,9 @@ def test_quiet_run_prints_only_the_result_lines(tmp_path):
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("labeled 200 rows with fake (score mode) in ")
-    assert lines[-2:] == [f"predictions: {tmp_path / 'out' / 'predictions.jsonl'}",
-                          f"report: {tmp_path / 'out' / 'report.json'}"]
+    assert lines[-3:] == [f"predictions: {tmp_path / 'out' / 'predictions.jsonl'}",
+                          f"report: {tmp_path / 'out' / 'report.json'}",
+                          f"html report: {tmp_path / 'out' / 'report.html'}"]
     assert not [line for line in lines if "%|" in line or "llmlabel:" in line]
 
 
