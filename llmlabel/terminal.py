@@ -85,9 +85,15 @@ def owned(log_path: str | Path, quiet: bool = False, verbose: bool = False) -> I
             llm_logger.setLevel(saved_level)
             llm_logger.propagate = saved_propagate
         return
+    from llmlabel.data import make_folder
+    from llmlabel.errors import OutputError
+
     path = Path(log_path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logfile = open(path, "a", encoding="utf-8", errors="replace", buffering=1)
+    make_folder(path.parent)  # a folder that cannot be made is the output folder's one-line error
+    try:
+        logfile = open(path, "a", encoding="utf-8", errors="replace", buffering=1)
+    except OSError as exc:
+        raise OutputError(f"cannot write the log {str(path)[:200]}: {exc.strerror or exc}") from None
     _flush()
     saved_streams = (sys.stdout, sys.stderr)
     own_console: TextIO | None = None

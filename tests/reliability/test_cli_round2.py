@@ -297,7 +297,7 @@ def test_a_rewritten_output_keeps_the_mode_it_was_given(tmp_path):
 
 # -- 9. flag mistakes --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
-    (["label", "{data}", "--bogus"], "error: No such option: --bogus (see 'llmlabel label --help')"),
+    (["label", "{data}", "--bogus"], "error: No such option: --bogus (Possible options: --verbose) (see 'llmlabel label --help')"),
     (["run"], "error: Missing argument 'recipe'. (see 'llmlabel run --help')"),
     (["foo"], "error: No such command 'foo'. (see 'llmlabel --help')"),
     (["label", "{data}", "--limit", "abc"], "error: Invalid value for '--limit': Input should be a valid integer, "
@@ -404,10 +404,15 @@ def test_non_string_texts_numbers_are_labeled_lists_and_dicts_are_skipped(tmp_pa
 
 def test_a_one_label_task_warns(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
-    result = subprocess.run([LLMLABEL, "label", str(data), "--labels", "spam", "--backend", "fake", "-q",
+    # not -q: -q prints only results and errors (warnings then go to the run's llmlabel.log, checked below)
+    result = subprocess.run([LLMLABEL, "label", str(data), "--labels", "spam", "--backend", "fake",
                              "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [
+    quiet = subprocess.run([LLMLABEL, "label", str(data), "--labels", "spam", "--backend", "fake", "-q",
+                            "-o", str(tmp_path / "q")], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and not quiet.stderr, quiet.stderr
+    assert "the task has one label ('spam')" in (tmp_path / "q" / "llmlabel.log").read_text()
+    assert [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line] == [
         "llmlabel: the task has one label ('spam'): every labeled row gets it with confidence 1.0; add the "
         "alternative (e.g. 'other') or set multi_label for a yes/no decision"]
 
