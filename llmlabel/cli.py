@@ -172,6 +172,11 @@ def models() -> None:
         typer.echo(f"{row['name']:<32} {row['kind']:<20} {row['path']}")
 
 
+from llmlabel.stats.cli import register as _register_stats  # noqa: E402  (audit, estimate)
+
+_register_stats(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors for user mistakes, exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="llmlabel: %(message)s")
