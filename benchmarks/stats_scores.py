@@ -2,10 +2,10 @@
 dataset subset and prompt variant and kept in benchmarks/results/llm_probs/<dataset>.npz, so the simulations (500
 gold draws, planted noise x seeds) never call the model again.
 
-Rows: a fixed random sample (seed 1234, as benchmarks/icl.py) of each test set; the audit uses the first
-`--audit-rows` of the same sample. Variants: `zero_shot` (the default Labeler: the benchmarks' task instruction,
+Rows: a fixed random sample (seed 1234, as benchmarks/icl.py) of each test set (`ROWS`); the audit uses the first
+`AUDIT_ROWS` of the same sample. Variants: `zero_shot` (the default Labeler: the benchmarks' task instruction,
 score mode) on every row, and, on the audit rows only, `zero_shot_alt` (another instruction) and `few_shot_0` /
-`few_shot_1` (4 fixed demonstrations drawn from the train split, so never the row itself). Each variant is saved
+`few_shot_1` (4 fixed demonstrations drawn from the train split, so never the row itself), as `VARIANTS` lists. Each variant is saved
 with calibration none, batch (the default) and contextual, all from one model pass (the result cache holds the raw
 scores). Model: SmolLM2-135M-Instruct, transformers backend, int8, one torch thread by default.
 
@@ -29,7 +29,14 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "llm_probs"
 DATASETS = ("sst2", "ag_news", "trec", "banking77")
 #: population rows per dataset (the estimate benchmark's population; TREC's test set has 500)
-ROWS = {"sst2": 1821, "ag_news": 2000, "trec": 500, "banking77": 1000}
+ROWS = {"sst2": 1821, "ag_news": 1000, "trec": 500, "banking77": 400}
+#: audit rows per dataset (the first rows of the population) and the prompt variants scored on them: fewer where a
+#: prompt is long (AG News articles in 4-shot prompts; Banking77's 77 label names in every prompt) on a shared CPU
+AUDIT_ROWS = {"sst2": 600, "ag_news": 400, "trec": 500, "banking77": 400}
+VARIANTS = {"sst2": ("zero_shot", "zero_shot_alt", "few_shot_0", "few_shot_1"),
+            "ag_news": ("zero_shot", "zero_shot_alt", "few_shot_0"),
+            "trec": ("zero_shot", "zero_shot_alt", "few_shot_0", "few_shot_1"),
+            "banking77": ("zero_shot", "zero_shot_alt")}
 CALIBRATIONS = ("none", "batch", "contextual")
 ALT_INSTRUCTIONS = {
     "sst2": "Is this movie review negative or positive?",
@@ -41,8 +48,9 @@ ALT_INSTRUCTIONS = {
 
 def variants(dataset: str) -> dict[str, dict]:
     """Prompt variant name -> Labeler options (examples are filled in by `few_shot`)."""
-    return {"zero_shot": {}, "zero_shot_alt": {"instruction": ALT_INSTRUCTIONS[dataset]},
-            "few_shot_0": {"few_shot_seed": 0}, "few_shot_1": {"few_shot_seed": 1}}
+    every = {"zero_shot": {}, "zero_shot_alt": {"instruction": ALT_INSTRUCTIONS[dataset]},
+             "few_shot_0": {"few_shot_seed": 0}, "few_shot_1": {"few_shot_seed": 1}}
+    return {name: every[name] for name in VARIANTS[dataset]}
 
 
 def few_shot(dataset: str, seed: int, k: int = 4) -> list[dict]:
@@ -97,9 +105,9 @@ def score(dataset: str, rows: int, audit_rows: int, backend, model_name: str) ->
     cache = ResultCache(cache_dir() / "bench-stats" / f"{dataset}.sqlite")
     try:
         for name, options in variants(dataset).items():
-            if f"{name}.batch" in saved:
-                continue
             subset = items if name == "zero_shot" else items[:audit_rows]
+            if len(saved.get(f"{name}.batch", [])) == len(subset):
+                continue
             vtask = task.model_copy(update={"instruction": options["instruction"]}) if "instruction" in options \
                 else task
             examples = few_shot(dataset, options["few_shot_seed"]) if "few_shot_seed" in options else None
@@ -125,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--rows", type=int, default=0, help="population rows (0: the per-dataset default)")
-    parser.add_argument("--audit-rows", type=int, default=600)
+    parser.add_argument("--audit-rows", type=int, default=0, help="audit rows (0: the per-dataset default)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quantize", default="int8", help="int8 or none (float32)")
     args = parser.parse_args()
@@ -138,7 +146,7 @@ def main() -> None:
     backend = TransformersBackend(dtype="float32", quantize=quantize)
     model_name = f"SmolLM2-135M-Instruct (float32{', ' + quantize if quantize else ''}, transformers)"
     for dataset in args.datasets.split(","):
-        score(dataset, args.rows or ROWS[dataset], args.audit_rows, backend, model_name)
+        score(dataset, args.rows or ROWS[dataset], args.audit_rows or AUDIT_ROWS[dataset], backend, model_name)
     backend.close()
 
 

@@ -417,7 +417,8 @@ def estimate_regression(covariates: np.ndarray, names: Sequence[str], probs: np.
                         gold_outcome: Sequence[float], kind: Literal["logistic", "linear"] = "logistic",
                         methods: Sequence[str] = METHODS, sampling_probs: Sequence[float] | None = None,
                         design: Literal["srs", "poisson"] = "srs", population: str = "finite",
-                        confidence: float = 0.95, dsl_folds: int = 5, seed: int = 0) -> list[Interval]:
+                        confidence: float = 0.95, dsl_folds: int = 5, seed: int = 0,
+                        llm_outcome: Sequence[float] | None = None) -> list[Interval]:
     """Intervals for each covariate's coefficient in a regression of the outcome ("the label is k", 0/1) on the
     covariates (an intercept is added).
 
@@ -428,6 +429,7 @@ def estimate_regression(covariates: np.ndarray, names: Sequence[str], probs: np.
             rounding, the LLM's hard label).
         gold_rows, gold_outcome: the gold sample and its 0/1 outcomes (any real outcome for `linear`).
         kind: 'logistic' or 'linear' (a linear probability model for a 0/1 outcome).
+        llm_outcome: (N,) the LLM's own 0/1 outcome for naive (its label is k); default: probs >= 0.5.
 
     PPI++ tunes one lambda, for the first covariate's coefficient. A fit with no finite answer (perfect separation, a
     singular design) comes back as an interval of NaNs with a `note`, not an exception.
@@ -463,28 +465,44 @@ def estimate_regression(covariates: np.ndarray, names: Sequence[str], probs: np.
             out.append(Interval(method, f"coef[{name}]", float(theta[j]), float(theta[j] - z * se[j]),
                                 float(theta[j] + z * se[j]), float(se[j]), n_gold, n_rows, lam))
 
+    hard = (f >= 0.5).astype(np.float64) if llm_outcome is None else np.asarray(llm_outcome, dtype=np.float64)
     for method in methods:
         try:
-            _regression_method(method, kind, X, f, rows, y, pi, design, population, dsl_folds, seed, add)
-        except np.linalg.LinAlgError:
+            _regression_method(method, kind, X, f, hard, rows, y, pi, design, population, dsl_folds, seed, add)
+        except (np.linalg.LinAlgError, _NoEstimate) as exc:
             nan = float("nan")
+            note = str(exc) if isinstance(exc, _NoEstimate) else ("singular design: no finite estimate (a covariate "
+                                                                  "is constant or collinear within the rows used)")
             for name in names:
-                out.append(Interval(method, f"coef[{name}]", nan, nan, nan, nan, len(rows), n_rows, None,
-                                    note="singular design: no finite estimate (a covariate is constant or "
-                                         "collinear within the rows used)"))
-    for item in out:
-        if item.note is None and not (abs(item.estimate) < 1e3 and np.isfinite(item.se)):
-            item.note = "no finite estimate: the outcome is (nearly) perfectly separated by the covariates"
+                out.append(Interval(method, f"coef[{name}]", nan, nan, nan, nan, 0 if method == "naive" else
+                                    len(rows), n_rows, None, note=note))
     return out
 
 
-def _regression_method(method: str, kind: str, X: np.ndarray, f: np.ndarray, rows: np.ndarray, y: np.ndarray,
-                       pi: np.ndarray, design: str, population: str, dsl_folds: int, seed: int, add: Any) -> None:
+class _NoEstimate(Exception):
+    """A regression with no finite answer (perfect separation)."""
+
+
+def _check_separation(kind: str, X: np.ndarray, y: np.ndarray, what: str) -> None:
+    """Refuse a logistic fit whose 0/1 outcome the covariates separate perfectly (the maximum-likelihood coefficient
+    is infinite): the unpenalized fit then drives every fitted probability to its row's outcome."""
+    if kind != "logistic":
+        return
+    if len(np.unique(y)) < 2:
+        raise _NoEstimate(f"no finite estimate: every {what} outcome is {int(y[0])}")
+    theta = _solve_glm(kind, X, np.ones(len(X)), y)
+    if np.max(np.abs(_mu(kind, X @ theta)[0] - y)) < 1e-3:
+        raise _NoEstimate(f"no finite estimate: the covariates separate the {what} outcomes perfectly")
+
+
+def _regression_method(method: str, kind: str, X: np.ndarray, f: np.ndarray, hard: np.ndarray, rows: np.ndarray,
+                       y: np.ndarray, pi: np.ndarray, design: str, population: str, dsl_folds: int, seed: int,
+                       add: Any) -> None:
     """One method's regression intervals, handed to `add(method, theta, se, n_gold, lam)`."""
     n_rows = len(X)
     if method == "naive":
         # The textbook fit and sandwich interval, as if the LLM's labels were gold.
-        hard = (f >= 0.5).astype(np.float64)
+        _check_separation(kind, X, hard, "LLM")
         theta = _solve_glm(kind, X, np.ones(n_rows), hard)
         mu, dmu = _mu(kind, X @ theta)
         h_inv = np.linalg.inv((X * dmu[:, None]).T @ X / n_rows)
@@ -492,6 +510,7 @@ def _regression_method(method: str, kind: str, X: np.ndarray, f: np.ndarray, row
         cov = h_inv @ np.atleast_2d(np.cov(psi.T)) @ h_inv / n_rows
         add(method, theta, np.sqrt(np.clip(np.diag(cov), 0, None)), 0, None)
     elif method == "classical":
+        _check_separation(kind, X[rows], y, "gold")
         theta, se, _ = _glm_estimate(kind, X, f, rows, y, pi, 0.0, design, population, 1)
         add(method, theta, se, len(rows), None)
     elif method in ("ppi", "ppi++"):

@@ -586,7 +586,7 @@ def run_estimate(recipe: EstimateRecipe, progress: bool = True, backend: Any = N
             X = np.column_stack([es.standardize(X[:, j])[0] for j in range(X.shape[1])])
         regression = [e.as_dict() for e in es.estimate_regression(
             X, reg.covariates, probs[:, k], gold_rows, (gold_labels_arr == k).astype(float), reg.kind, cfg.methods,
-            sampling, design, cfg.population, cfg.confidence)]
+            sampling, design, cfg.population, cfg.confidence, llm_outcome=(probs.argmax(1) == k).astype(float))]
         if truth_labels is not None:
             coefs = es.true_coefficients(X, (truth_labels == k).astype(float), reg.kind)
             for e in regression:
