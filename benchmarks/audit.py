@@ -1,7 +1,7 @@
 """Label-error audits measured where the truth is known: planted noise in labeled subsets of four datasets.
 
 Rows: the first rows of each dataset's benchmark sample (benchmarks/stats_scores.py AUDIT_ROWS: SST-2 600, AG News
-400, TREC 500, Banking77 400), with their gold labels. Noise: 5%, 10% or 20% of the labels flipped, uniform (to a random other label) or class-conditional
+400, TREC 400, Banking77 400), with their gold labels. Noise: 5%, 10% or 20% of the labels flipped, uniform (to a random other label) or class-conditional
 (every label to one fixed partner label), 3 seeds each. Each audit ranks the rows by suspect score (1 - cleanlab's
 self-confidence label quality) and cleanlab's find_label_issues flags a set:
 
@@ -9,8 +9,8 @@ self-confidence label quality) and cleanlab's find_label_issues flags a set:
   MiniLM embeddings (5-fold cross-fitting on the noisy labels), averaged (each alone is in the results file too);
 - LLM zero-shot: the default model's probabilities with the benchmarks' instruction (batch calibration);
 - LLM ensemble: the mean of the LLM prompt variants scored for the dataset (two instructions, and 4-shot
-  demonstration sets drawn from the train split, never an audited row: 4 variants on SST-2 and TREC, 3 on AG News,
-  2 on Banking77), each batch-calibrated and re-tempered on the noisy labels (cross-fitted);
+  demonstration sets drawn from the train split, never an audited row: 4 variants on SST-2 and TREC, 2 on AG News,
+  as many as were scored in time on Banking77: see `llm_variants` in the results), each batch-calibrated and re-tempered on the noisy labels (cross-fitted);
 - ensemble: the mean of the classifier ensemble and the LLM ensemble.
 
 The LLM's probabilities are computed once per dataset (benchmarks/results/llm_probs/, by stats_scores.py) and reused
@@ -53,7 +53,9 @@ def run_dataset(dataset: str, rows: int, seeds: tuple[int, ...]) -> dict:
     from llmlabel.stats import audit as au
 
     data = load(dataset)
-    n = min(rows, int(data["audit_rows"]))
+    from benchmarks.stats_scores import AUDIT_ROWS
+
+    n = min(rows, AUDIT_ROWS[dataset])
     gold = data["gold"][:n].astype(np.int64)
     names = [str(x) for x in data["labels"]]
     texts = [str(t) for t in data["texts"][:n]]
