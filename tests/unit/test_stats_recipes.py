@@ -165,3 +165,15 @@ def test_shipped_stats_recipes_load():
     estimate = load_recipe(REPO / "recipes" / "estimate.yaml")
     assert audit.kind == "audit" and audit.audit.shots == [0, 4]
     assert estimate.kind == "estimate" and estimate.estimate.regression.covariates == ["log_words"]
+
+
+@pytest.mark.parametrize("name", ["audit", "estimate"])
+def test_shipped_recipes_run_on_the_fake_backend(shared_data, tmp_path, capsys, name):
+    dataset = "trec" if name == "audit" else "sst2"
+    code, out, err = _cli(capsys, "run", name, "-q", "--set", "model.backend=fake", "--set", "model.options={}",
+                          "--set", f"data.path={shared_data / dataset / 'test.jsonl'}", "--set", "data.limit=120",
+                          "--set", "estimate.gold.size=50" if name == "estimate" else HASHING,
+                          "--set", f"output.dir={tmp_path / name}")
+    assert code == 0, err
+    assert f"report: {tmp_path / name / 'report.json'}" in out
+    assert ("share[positive]:" in out and "coef[log_words]:" in out) if name == "estimate" else "suspects:" in out
