@@ -268,6 +268,7 @@ def _glm_core(kind: str, X: np.ndarray, f: np.ndarray, rows: np.ndarray, y: np.n
     c = lam + xi_w * (1.0 - lam)
     o = lam * f + xi_w * (y_all - lam * f)
     theta = _solve_glm(kind, X, c, o, start=start)
+    _check_solution(kind, X, c, o, theta)
     mu, dmu = _mu(kind, X @ theta)
     h_inv = np.linalg.inv((X * dmu[:, None]).T @ X / n_rows + 1e-12 * np.eye(X.shape[1]))
     Xg = X[rows]
@@ -480,7 +481,26 @@ def estimate_regression(covariates: np.ndarray, names: Sequence[str], probs: np.
 
 
 class _NoEstimate(Exception):
-    """A regression with no finite answer (perfect separation)."""
+    """A regression with no finite answer (perfect separation, or an estimating equation without a root)."""
+
+
+#: a logistic fit whose linear predictor passes this on some row has run off to infinity (probabilities within
+#: 1e-13 of 0 or 1): no finite estimate
+MAX_LOGIT = 30.0
+
+
+def _check_solution(kind: str, X: np.ndarray, c: np.ndarray, o: np.ndarray, theta: np.ndarray) -> None:
+    """Refuse a logistic solution that diverged or does not solve its equation. With few gold rows the corrected
+    pseudo-outcomes (PPI, DSL, inverse-probability weights) can lie where no logistic curve matches them, and the
+    equation has no finite root: that is reported as no estimate, never as a huge interval."""
+    if kind != "logistic":
+        return
+    eta = X @ theta
+    mu, _ = _mu(kind, eta)
+    grad = X.T @ (c * mu - o) / len(X)
+    if not np.all(np.isfinite(theta)) or np.max(np.abs(eta)) > MAX_LOGIT or np.max(np.abs(grad)) > 1e-6:
+        raise _NoEstimate("no finite estimate: the estimating equation has no finite root (too few gold rows for "
+                          "this regression, or the covariates separate the outcome)")
 
 
 def _check_separation(kind: str, X: np.ndarray, y: np.ndarray, what: str) -> None:
