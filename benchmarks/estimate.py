@@ -126,7 +126,7 @@ def _auroc(scores: np.ndarray, positives: np.ndarray) -> float:
 
 def render(results: dict) -> str:
     """Markdown tables of the results file: shares, then the coefficient; each cell coverage / mean width."""
-    head = ["naive", "classical", "ppi++", "dsl", "active ppi++", "active dsl"]
+    head = ["naive", "classical", "ppi", "ppi++", "dsl", "active ppi++", "active dsl"]
 
     def cell(v: dict, cov: str, width: str, digits: int) -> str:
         if v.get(cov) is None:
@@ -155,11 +155,22 @@ def render(results: dict) -> str:
                 continue
             lines.append(f"| {r['dataset']} ({r['outcome_label']}, {r['llm_outcome_auroc']:.2f}) | {n} | "
                          + " | ".join(cell(v[m], "coef_coverage", "coef_width", 2) for m in head) + " |")
+    failed = [f"{r['dataset']} n={n} {m}: {x['coef_no_estimate']}" for r in results.values()
+              for n, v in r["sizes"].items() if "skipped" not in v for m, x in v.items() if x["coef_no_estimate"]]
+    if failed:
+        lines += ["", "Draws whose logistic fit had no finite estimate (too few gold rows of the outcome for its "
+                  "estimating equation; counted as misses in the coverage above), of "
+                  f"{first_draws(results)}: " + "; ".join(failed) + "."]
     skipped = [f"{r['dataset']} n={n}" for r in results.values() for n, v in r["sizes"].items() if "skipped" in v]
     first = next(iter(results.values()))
     lines += ["", f"Model: {first['model']}; {first.get('machine', '')}; {first.get('date', '')}. "
               + (f"Not run: {', '.join(skipped)} (n above half the population)." if skipped else "")]
     return "\n".join(lines)
+
+
+def first_draws(results: dict) -> int:
+    """The number of draws per cell (the same for every dataset in one results file)."""
+    return next(iter(results.values()))["draws"]
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ ROWS = {"sst2": 1821, "ag_news": 1000, "trec": 500, "banking77": 400}
 #: prompt is long (AG News articles in 4-shot prompts; Banking77's 77 label names in every prompt) on a shared CPU
 AUDIT_ROWS = {"sst2": 600, "ag_news": 400, "trec": 400, "banking77": 400}
 VARIANTS = {"sst2": ("zero_shot", "zero_shot_alt", "few_shot_0", "few_shot_1"),
-            "ag_news": ("zero_shot", "zero_shot_alt"),
+            "ag_news": ("zero_shot", "zero_shot_alt", "few_shot_0"),
             "trec": ("zero_shot", "zero_shot_alt", "few_shot_0", "few_shot_1"),
-            "banking77": ("zero_shot", "zero_shot_alt")}
+            "banking77": ("zero_shot", "zero_shot_alt", "few_shot_0")}
 CALIBRATIONS = ("none", "batch", "contextual")
 ALT_INSTRUCTIONS = {
     "sst2": "Is this movie review negative or positive?",

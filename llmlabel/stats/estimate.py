@@ -286,7 +286,12 @@ def _glm_estimate(kind: str, X: np.ndarray, f: np.ndarray, rows: np.ndarray, y: 
                   ) -> tuple[np.ndarray, np.ndarray, float]:
     """Regression with lambda fixed or tuned (None) for coefficient `coord`."""
     if lam is None:
-        theta, _, h_inv, psi_y, psi_f = _glm_core(kind, X, f, rows, y, pi, 1.0, design, population)
+        # The tuning statistics at the lambda = 1 fit; where that equation has no finite root (few gold rows,
+        # pseudo-outcomes no logistic curve matches), at the gold-only fit instead.
+        try:
+            theta, _, h_inv, psi_y, psi_f = _glm_core(kind, X, f, rows, y, pi, 1.0, design, population)
+        except _NoEstimate:
+            theta, _, h_inv, psi_y, psi_f = _glm_core(kind, X, f, rows, y, pi, 0.0, design, population)
         a = (psi_y @ h_inv.T)[:, [coord]]
         b = (psi_f @ h_inv.T)[:, [coord]]
         lam = float(_tuned_lambda(a, b, pi, design)[0])
