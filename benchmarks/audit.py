@@ -9,8 +9,8 @@ self-confidence label quality) and cleanlab's find_label_issues flags a set:
   MiniLM embeddings (5-fold cross-fitting on the noisy labels), averaged (each alone is in the results file too);
 - LLM zero-shot: the default model's probabilities with the benchmarks' instruction (batch calibration);
 - LLM ensemble: the mean of the LLM prompt variants scored for the dataset (two instructions, and 4-shot
-  demonstration sets drawn from the train split, never an audited row: 4 variants on SST-2 and TREC, 2 on AG News,
-  as many as were scored in time on Banking77: see `llm_variants` in the results), each batch-calibrated and re-tempered on the noisy labels (cross-fitted);
+  demonstration sets drawn from the train split, never an audited row: 4 variants on SST-2 and TREC, 3 on AG News
+  and Banking77, whose long prompts cost more: see `llm_variants` in the results), each batch-calibrated and re-tempered on the noisy labels (cross-fitted);
 - ensemble: the mean of the classifier ensemble and the LLM ensemble.
 
 The LLM's probabilities are computed once per dataset (benchmarks/results/llm_probs/, by stats_scores.py) and reused
