@@ -59,6 +59,9 @@ from llmlabel.review.report_html import write_report_for_run  # noqa: E402
 
 app.add_typer(review_app, name="review")
 app.command("report")(report_cmd)
+from llmlabel.stats.cli import register as _register_stats  # noqa: E402  (audit, estimate)
+
+_register_stats(app)
 
 
 QUIET_HELP = "Print only the result lines and errors (no progress bars; library output goes to the log)."

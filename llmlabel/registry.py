@@ -78,6 +78,8 @@ recipe_kinds.add("distill_student", "llmlabel.training.recipes:DistillStudentRec
 recipe_kinds.add("weak_to_strong", "llmlabel.training.recipes:WeakToStrongRecipe")
 recipe_kinds.add("symbol_tuning", "llmlabel.training.recipes:SymbolTuningRecipe")
 recipe_kinds.add("tnt_llm", "llmlabel.taxonomy.recipe:TntRecipe")
+recipe_kinds.add("audit", "llmlabel.stats.recipes:AuditRecipe")
+recipe_kinds.add("estimate", "llmlabel.stats.recipes:EstimateRecipe")
 
 #: In-context exemplar selectors (`llmlabel.selection.base.Selector` subclasses).
 selectors = Registry("selector")

@@ -168,4 +168,4 @@ def test_unknown_recipe_kind_is_one_line_with_suggestion():
     with pytest.raises(ConfigError) as err:
         load_recipe(data={"kind": "lable", "data": {"path": "x"}}, source="r.yaml")
     assert str(err.value) == ("r.yaml: unknown recipe kind 'lable' (did you mean 'label'?); "
-                              "valid: distill_student, label, symbol_tuning, tnt_llm, weak_to_strong")
+                              "valid: audit, distill_student, estimate, label, symbol_tuning, tnt_llm, weak_to_strong")
