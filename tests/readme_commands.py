@@ -74,6 +74,24 @@ ELSEWHERE: dict[str, tuple[str, str]] = {
     "llmlabel report runs/quickstart": (
         "tests/review/test_review.py::test_run_writes_html_report_and_report_command_rebuilds_it",
         "on a fake-backend run"),
+    # audits and estimates (README "Trustworthy numbers")
+    "llmlabel run audit": (
+        "tests/integration/test_stats_default_model.py::test_shipped_audit_recipe_on_the_default_model",
+        "the shipped recipe on the default model with smaller sizes; "
+        "tests/unit/test_stats_recipes.py::test_shipped_recipes_run_on_the_fake_backend runs it on the fake backend"),
+    "llmlabel audit data.jsonl --shots 0,4 -o runs/audit": (
+        "tests/unit/test_stats_recipes.py::test_audit_recipe_ranks_planted_errors_first",
+        "the same kind of run on a data file with planted errors, fake backend"),
+    "llmlabel audit data.jsonl --no-llm --classifiers logreg_tfidf": (
+        "tests/unit/test_stats_recipes.py::test_audit_command_classifiers_only", "on a test data file"),
+    "llmlabel run estimate": (
+        "tests/unit/test_stats_recipes.py::test_shipped_recipes_run_on_the_fake_backend", "on the fake backend"),
+    "llmlabel estimate runs/x/predictions.jsonl": (
+        "tests/unit/test_stats_recipes.py::test_estimate_reads_the_review_loops_answers",
+        "a run's predictions with a reviews.jsonl beside them"),
+    "llmlabel estimate data.jsonl --gold-column label --gold-size 200 --regress positive:log_words": (
+        "tests/integration/test_stats_default_model.py::test_estimate_command_on_the_default_model",
+        "on SST-2 rows with the default model"),
 }
 
 NOT_RUN: dict[str, str] = {
