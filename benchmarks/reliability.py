@@ -368,10 +368,10 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=60.0, help="soak seconds (0: skip)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from llmlabel.backends import openai
+    from llmlabel.backends import http
     from llmlabel.models import resolve_model
 
-    openai.PROGRESS_MIN_REQUESTS = 10**9
+    http.PROGRESS_MIN_REQUESTS = 10**9
     tokenizer = resolve_model(None)
     rows = _rows(args.rows)
     record: dict[str, Any] = {"rows": len(rows), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
