@@ -210,8 +210,10 @@ class HTTPClient:
               ) -> LLMLabelError:
         return error(self._redact(_one_line(f"{method} {self.base_url}{path} failed: {detail}", 500)))
 
-    async def _request(self, client: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Send one request with retries; return the parsed JSON body or raise `RequestFailed`."""
+    async def _request(self, client: Any, method: str, path: str, body: dict[str, Any] | None = None,
+                       root: str | None = None) -> Any:
+        """Send one request with retries; return the parsed JSON body or raise `RequestFailed`. `root` replaces
+        `base_url` for paths that live beside the API root (vLLM's `/tokenize`)."""
         import httpx
 
         attempts = self.max_retries + 1
@@ -221,7 +223,7 @@ class HTTPClient:
                     # One deadline for the whole attempt: httpx's timeouts are per read, so a trickling answer
                     # would otherwise never time out.
                     response = await asyncio.wait_for(
-                        client.request(method, f"{self.base_url}{path}", json=body), self.timeout)
+                        client.request(method, f"{root or self.base_url}{path}", json=body), self.timeout)
                 except (httpx.TimeoutException, asyncio.TimeoutError):
                     raise _Retryable(f"timed out after {self.timeout:g} s") from None
                 except httpx.TransportError as exc:
