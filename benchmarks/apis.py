@@ -79,6 +79,8 @@ def run_backend(name: str, backend: Any, dataset: str, rows: list[dict], base_ur
     task = make_task(dataset)
     gold = [task.gold(r) for r in rows]
     labeler = Labeler(backend, task, calibration="none", chunk_size=len(rows), progress=False)
+    if hasattr(backend, "ledger"):  # this dataset's tokens only
+        backend.ledger = {key: 0 for key in backend.ledger}
     before = _server_counters(base_url) if base_url and name in ("chat", "openai") else None
     sent = getattr(backend, "requests_sent", 0)
     start = time.perf_counter()

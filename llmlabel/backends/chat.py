@@ -209,7 +209,7 @@ class ChatBackend(APIBackend):
             if prefix and self._can_continue is not True:
                 self._can_continue = False
                 return None
-            if self.distribution == "auto" and "logprobs" in str(exc) and not prefix:
+            if self.distribution != "logprobs" and "logprobs" in str(exc) and not prefix:
                 raise _NoLogprobs() from None
             raise
         if prefix:
@@ -222,7 +222,7 @@ class ChatBackend(APIBackend):
         logprobs = choice.get("logprobs")
         content = logprobs.get("content") if isinstance(logprobs, dict) else None
         if not isinstance(content, list) or not content or not isinstance(content[0], dict):
-            if self.distribution == "auto" and not prefix:
+            if self.distribution != "logprobs" and not prefix:
                 raise _NoLogprobs()
             raise self._fail("POST", "/chat/completions", "answer has no logprobs (the server may not support "
                              "them: pass distribution=samples)")
