@@ -140,7 +140,13 @@ def main() -> None:
     parser.add_argument("--base-url", default=None, help="use this running vLLM server (float32, the default model) "
                         "instead of starting one")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--readme", action="store_true", help="only rewrite the README table from the results file")
     args = parser.parse_args()
+    from benchmarks.zero_shot import update_readme
+
+    if args.readme:
+        update_readme("apis", render(json.loads(args.output.read_text())))
+        return
     rows_per = {k: int(v) for k, v in (part.split("=") for part in args.rows.split(","))}
     caps = {tuple(k.split(":")): int(v) for k, v in (part.split("=") for part in args.cap.split(",") if part)}
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -197,6 +203,8 @@ def main() -> None:
     order = {b: i for i, b in enumerate(BACKENDS)}
     record["results"].sort(key=lambda r: (list(rows_per).index(r["dataset"]), order[r["backend"]]))
     save()
+    if args.output == RESULTS:
+        update_readme("apis", render(record))
     print(render(record))
 
 
