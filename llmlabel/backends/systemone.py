@@ -124,6 +124,6 @@ class SystemOneBackend(APIBackend):
         out = super().api_report(rows)
         n = self.diagnostics["questions"]
         if n:
-            out["diagnostics"] = {"questions": n, "mean_label_mass": round(self.diagnostics["label_mass"] / n, 4),
+            out["diagnostics"] = {"questions": n, "mean_label_mass": float(f"{self.diagnostics['label_mass'] / n:.4g}"),
                                   "argmax_not_label": self.diagnostics["argmax_not_label"]}
         return out
