@@ -109,6 +109,26 @@ def decide_raw(labeler: Any, items: list[Any]) -> list[dict[str, Any] | BackendE
                 out.append({"yes_no": [list(a) for a in answer.answers], "usage": answer.usage,
                             "method": answer.method, "note": _note(answer, backend)})
         return out
+    if plan.strategy == "shortlist" and any(it.cands is None for it in items):
+        # Rows without a shortlist (calibration probes: they have no neighbours) are asked in two levels.
+        from llmlabel.backends.api import label_groups
+
+        two = OptionPlan("two_level", plan.limit, plan.labels, label_groups(task.texts_shown, plan.limit))
+        short = [i for i, it in enumerate(items) if it.cands is not None]
+        rest = [i for i, it in enumerate(items) if it.cands is None]
+        merged: list[Any] = [None] * len(items)
+        for i, r in zip(short, _decide_with(labeler, [items[i] for i in short], plan) if short else []):
+            merged[i] = r
+        for i, r in zip(rest, _decide_with(labeler, [items[i] for i in rest], two)):
+            merged[i] = r
+        return merged
+    return _decide_with(labeler, items, plan)
+
+
+def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[dict[str, Any] | BackendError]:
+    """Single-label raw results for `items` under `plan`."""
+    backend, task = labeler.backend, labeler.task
+    n = len(task.labels)
     if plan.strategy != "two_level":
         rows, cands = [], []
         for it in items:

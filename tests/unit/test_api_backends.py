@@ -291,3 +291,19 @@ def test_bad_options_are_one_line_errors(server, tokenizer_dir):
     be = backend("chat", server, tokenizer_dir)
     with pytest.raises(ConfigError, match="no token-level scores"):
         be.score(["x"], [["a"]])
+
+
+def test_a_shortlist_plan_asks_probes_without_neighbours_in_two_levels(server, tokenizer_dir):
+    from llmlabel.selection.base import make_selector, pool_from_rows
+
+    labels = banking_labels()
+    task = LabelTask(labels=labels)
+    pool = pool_from_rows([{"text": f"question about {lab.replace('_', ' ')}", "label": lab} for lab in labels],
+                          "text", "label", None, label_of=task.gold)
+    selector = make_selector("knn").fit(pool)
+    # Fewer than 16 rows: batch calibration's content-free probes run, and they have no shortlist.
+    labeler = Labeler(backend("systemone", server, tokenizer_dir), task, selector=selector, k=2, restrict_labels=8)
+    results = labeler.label_texts(["my card has not arrived yet", "what is the exchange rate?"])
+    assert all(r.status == "ok" and r.label in labels for r in results)
+    assert labeler._option_plan.strategy == "shortlist"
+    assert all(sum(p > 0 for p in r.label_probs.values()) <= 8 for r in results)
