@@ -307,3 +307,17 @@ def test_a_shortlist_plan_asks_probes_without_neighbours_in_two_levels(server, t
     assert all(r.status == "ok" and r.label in labels for r in results)
     assert labeler._option_plan.strategy == "shortlist"
     assert all(sum(p > 0 for p in r.label_probs.values()) <= 8 for r in results)
+
+
+def test_clinc150_runs_through_chat_and_systemone_in_two_levels(server, tokenizer_dir):
+    from helpers import SHARED_DATA
+
+    path = SHARED_DATA / "clinc150" / "labels.json"
+    if not path.exists():
+        pytest.skip("shared data not found")
+    labels = json.loads(path.read_text())
+    for name in ("chat", "systemone"):
+        labeler = Labeler(backend(name, server, tokenizer_dir), LabelTask(labels=labels, humanize_labels=True))
+        results = labeler.label_texts(["book me a flight to Boston", "what is my credit score?"] * 9)
+        assert all(r.status == "ok" and r.label in labels for r in results), name
+        assert labeler._option_plan.strategy == "two_level"
