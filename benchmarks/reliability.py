@@ -4,12 +4,14 @@ Labels real SST-2 rows with the openai backend against the fault-injecting serve
 127.0.0.1, synthetic deterministic logprobs: no model), one scenario per fault; a scenario whose first pass leaves
 failed rows is run again after the server recovers, as a user would. Every scenario's final predictions are
 compared with a fault-free run's. Then: two processes sharing one cache, a SIGKILL midway, hostile rows, a
-corrupted cache, and a soak of the openai backend at concurrency 64.
+corrupted cache, and a soak of the openai backend at concurrency 64. The chat, decisions and systemone backends
+get their own rows: each through its endpoint on the same server, under mixed faults, garbage answers and an outage.
 
 Writes benchmarks/results/reliability.json and the README table between the `reliability` markers:
 
     python benchmarks/reliability.py                  # 300 sst2 test rows, 60 s soak
     python benchmarks/reliability.py --rows 100 --soak 20
+    python benchmarks/reliability.py --endpoints-only     # add the API endpoints' rows to the results file
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("LLMLABEL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
 LABELS = ["negative", "positive"]
 #: client settings for the fault scenarios: short timeout (slow answers are faults), fast backoff, many retries
@@ -78,9 +80,21 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _recipe(out: Path, data: Path, url: str, tokenizer: str, mode: str) -> dict[str, Any]:
-    return {"name": "reliability", "model": {"backend": "openai", "options": {
-        "base_url": url, "served_model": "fault-model", "tokenizer": tokenizer, **CLIENT}},
+#: the API endpoints' scenarios: each backend through its own fault-server endpoint (chat completions, OpenAI
+#: Decisions, System One), under mixed transient faults, garbage answers, and an outage
+ENDPOINTS = ("chat", "decisions", "systemone")
+MIXED = {k: 0.06 for k in ("429", "500", "503", "slow", "trickle", "truncated", "not_json", "drop")}
+ENDPOINT_SCENARIOS: list[tuple[str, dict[str, Any]]] = [
+    ("mixed transient faults (48%)", {"rates": MIXED, "slow_seconds": SLOW}),
+    ("garbage 200s: NaN logprobs / probabilities, an answer missing (10%)", {"rates": {"garbage": 0.10}}),
+    ("outage: 20% of rows get 503 on every attempt", {"outage": 0.20}),
+]
+
+
+def _recipe(out: Path, data: Path, url: str, tokenizer: str, mode: str, backend: str = "openai") -> dict[str, Any]:
+    extra = {"max_context": 2048} if backend != "openai" else {}
+    return {"name": "reliability", "model": {"backend": backend, "options": {
+        "base_url": url, "served_model": "fault-model", "tokenizer": tokenizer, **CLIENT, **extra}},
         "data": {"path": str(data)}, "task": {"labels": LABELS},
         "labeling": {"mode": mode, "chunk_size": 64}, "output": {"dir": str(out)}}
 
@@ -151,6 +165,57 @@ def fault_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -> l
         print(f"{name}: {injected} faults, {record['faults_survived']} survived, {len(failed)} rows failed first, "
               f"{recomputed} recomputed, lost {record['rows_lost']}, duplicated {record['rows_duplicated']}, "
               f"same labels: {record['same_as_fault_free']}", flush=True)
+    return records
+
+
+def endpoint_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -> list[dict[str, Any]]:
+    """The chat, decisions and systemone backends under `ENDPOINT_SCENARIOS`, each compared with its fault-free run;
+    a first pass that leaves failed rows is run again after the server recovers."""
+    from llmlabel.fault_server import serve_faults
+
+    data = _write_jsonl(work / "rows.jsonl", rows)
+    ids = [r["id"] for r in rows]
+    records = []
+    for backend in ENDPOINTS:
+        with serve_faults() as server:
+            summary, predictions = _run(_recipe(work / f"ref-{backend}", data, server.url, tokenizer, "score",
+                                                backend))
+        assert summary["stats"]["statuses"] == {"ok": len(rows)}, summary["stats"]
+        reference = _outcome(predictions)
+        for number, (name, plan) in enumerate(ENDPOINT_SCENARIOS):
+            start = time.perf_counter()
+            recipe = _recipe(work / f"{backend}-{number}", data, "", tokenizer, "score", backend)
+            with serve_faults({**plan, "seed": number}) as server:
+                recipe["model"]["options"]["base_url"] = server.url
+                summary, first = _run(recipe)
+                stats = server.stats()
+                injected = sum(stats["faults"].values()) + stats["stats"].get("outage", 0)
+                failed = [p for p in first if p["status"] == "failed"]
+                attempts = [0 if p["reason"].startswith("not sent:") else
+                            int(m[1]) if (m := re.search(r"after (\d+) attempts$", p["reason"])) else 1
+                            for p in failed]
+                lost1, dup1 = _lost_duplicated(ids, first)
+                final, recomputed, again = first, 0, summary
+                if failed:
+                    server.configure(rates={}, outage=0.0, script=[])
+                    again, final = _run(recipe)
+                    recomputed = again["stats"]["computed"]
+                lost2, dup2 = _lost_duplicated(ids, final)
+            record = {"scenario": f"{backend}: {name}", "backend": backend, "rows": len(rows),
+                      "requests": stats["stats"].get("requests", 0), "faults_injected": injected,
+                      "faults_by_kind": stats["faults"], "faults_survived": injected - sum(attempts),
+                      "rows_failed_first_pass": len(failed), "rows_recomputed_by_rerun": recomputed,
+                      "rows_lost": max(lost1, lost2), "rows_duplicated": max(dup1, dup2),
+                      "same_as_fault_free": _outcome(final) == reference,
+                      "final_statuses": dict(again["stats"]["statuses"]),
+                      "failure_reasons": sorted({re.sub(r"127\.0\.0\.1:\d+", "HOST", p["reason"])
+                                                 for p in failed})[:5],
+                      "ledger": summary.get("api", {}).get("ledger"),
+                      "seconds": round(time.perf_counter() - start, 2)}
+            records.append(record)
+            print(f"{record['scenario']}: {injected} faults, {record['faults_survived']} survived, {len(failed)} "
+                  f"rows failed first, {recomputed} recomputed, lost {record['rows_lost']}, duplicated "
+                  f"{record['rows_duplicated']}, same labels: {record['same_as_fault_free']}", flush=True)
     return records
 
 
@@ -343,12 +408,18 @@ def render(record: dict[str, Any]) -> str:
     lines.append(f"| {corrupt['scenario']} | {corrupt['faults_injected']} | – | – | 0 | 0 | exit "
                  f"{corrupt['exit_code']}, one-line error naming the file: {yes[corrupt['one_line']]}; "
                  f"old outputs kept: {yes[corrupt['old_outputs_kept']]} |")
-    totals = [s for s in record["scenarios"] if isinstance(s.get("faults_injected"), int)]
+    for s in record.get("endpoint_scenarios", []):
+        failed = s["rows_failed_first_pass"]
+        rerun = f"{failed} → {s['rows_recomputed_by_rerun']}" if failed else "0"
+        lines.append(f"| {s['scenario']} | {s['faults_injected']} | {s['faults_survived']} | {rerun} | "
+                     f"{s['rows_lost']} | {s['rows_duplicated']} | {yes[s['same_as_fault_free']]} |")
+    totals = [s for s in record["scenarios"] + record.get("endpoint_scenarios", [])
+              if isinstance(s.get("faults_injected"), int)]
     lines += ["", f"Total: {sum(s['faults_injected'] for s in totals):,} faults injected, "
                   f"{sum(s['faults_survived'] for s in totals):,} survived by retrying; the rest failed only their "
                   f"own rows, which were kept with a reason and recomputed by the re-run; rows lost "
-                  f"{sum(s['rows_lost'] for s in record['scenarios'])}, rows duplicated "
-                  f"{sum(s['rows_duplicated'] for s in record['scenarios'])}."]
+                  f"{sum(s['rows_lost'] for s in totals)}, rows duplicated "
+                  f"{sum(s['rows_duplicated'] for s in totals)}."]
     soak = record.get("soak")
     if soak:
         rates = soak["requests_per_second"]
@@ -366,19 +437,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--soak", type=float, default=60.0, help="soak seconds (0: skip)")
+    parser.add_argument("--endpoints-only", action="store_true",
+                        help="run only the chat / decisions / systemone scenarios and add them to the results file")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from llmlabel.backends import openai
+    from llmlabel.backends import http
     from llmlabel.models import resolve_model
 
-    openai.PROGRESS_MIN_REQUESTS = 10**9
+    http.PROGRESS_MIN_REQUESTS = 10**9
     tokenizer = resolve_model(None)
     rows = _rows(args.rows)
     record: dict[str, Any] = {"rows": len(rows), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                               "date": time.strftime("%Y-%m-%d"), "client": CLIENT}
+    if args.endpoints_only:
+        record = json.loads(RESULTS.read_text())
+        if record["rows"] != len(rows):
+            sys.exit(f"{RESULTS} has {record['rows']} rows per scenario; pass --rows {record['rows']}")
+        with tempfile.TemporaryDirectory() as tmp:
+            record["endpoint_scenarios"] = endpoint_scenarios(rows, Path(tmp), tokenizer)
+            record["endpoints_date"] = time.strftime("%Y-%m-%d")
+        RESULTS.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        from benchmarks.zero_shot import update_readme
+
+        update_readme("reliability", render(record))
+        print(render(record))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         record["scenarios"] = fault_scenarios(rows, work, tokenizer)
+        record["endpoint_scenarios"] = endpoint_scenarios(rows, work, tokenizer)
         record["scenarios"] += process_scenarios(rows, work)
         record["scenarios"].append(hostile_scenario(work, tokenizer))
         record["corrupted_cache"] = corrupted_cache_scenario(work)

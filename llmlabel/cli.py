@@ -93,6 +93,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ex = summary["executor"]
         typer.echo(f"executor {ex['name']}: {ex['workers']} workers, {ex['shards']} shards of {ex['shard_size']} rows "
                    f"({ex['shards_reused']} reused from an earlier run)")
+    if "api" in summary:
+        from llmlabel.backends.api import summary_line
+
+        typer.echo(summary_line(summary["api"]))
     if "metrics" in summary:
         typer.echo(format_report(summary["metrics"]))
         if summary["metrics"].get("rows_without_gold"):
@@ -143,7 +147,8 @@ def label(
     text_pair_field: Optional[str] = typer.Option(None, help="Column holding the second text of a pair."),
     label_field: Optional[str] = typer.Option("label", help="Gold label column, used for evaluation if present."),
     instruction: str = typer.Option("Classify the text into one of the labels.", help="Task instruction."),
-    backend: str = typer.Option("transformers", help="transformers, vllm, openai or fake."),
+    backend: str = typer.Option("transformers", help="transformers, vllm, openai, chat, decisions, systemone or "
+                               "fake."),
     model: str = typer.Option("smollm2", help="Model: smollm2 (embedded default), HF folder, .gguf file, Hub id."),
     option: list[str] = typer.Option([], help="Backend option key=value, e.g. dtype=float32 or "
                                      "base_url=http://127.0.0.1:8000/v1. Repeatable."),

@@ -7,7 +7,10 @@ Stdlib only (asyncio, HTTP/1.1 with keep-alive). It answers what the `openai` ba
 - the same with `echo: true` (the fallback scoring): `logprobs.token_logprobs` holds `null` and then one logprob
   per prompt token, plus the generated token's;
 - generation (`max_tokens`, optional `structured_outputs: {"choice": [...]}`): a `text` answer;
-- `GET /v1/models`: the served model with its `max_model_len` (prompts longer than that get vLLM's 400).
+- `GET /v1/models`: the served model with its `max_model_len` (prompts longer than that get vLLM's 400);
+- `POST /v1/chat/completions` (a model that answers one of the labels its prompt lists, with `top_logprobs`,
+  assistant-prefix follow-ups, `n` structured samples), `POST /v1/decisions` (the OpenAI SDK's shapes and limits)
+  and `POST /v1/systemone` (vLLM's wire format and limits), for the chat, decisions and systemone backends.
 
 Logprobs are synthetic and deterministic: a function of the token and a CRC of the tokens before it, so every
 request, every retry and both scoring paths agree exactly, and a run with faults must give the same labels as a run
@@ -85,6 +88,10 @@ class FaultPlan:
             the client must not store or show what comes back).
         require_key: answer 401 unless the request carries `Authorization: Bearer <require_key>`.
         max_requests: requests served before every further one gets a 503.
+        refuse: share of decision questions (`/v1/decisions`, `/v1/systemone`; fixed by a hash of the question and
+            the input) answered with a refusal.
+        chat_logprobs: `/v1/chat/completions` answers with logprobs when asked; False: a 400 naming `logprobs`
+            (a hosted model without them).
     """
 
     rates: dict[str, float] = field(default_factory=dict)
@@ -101,6 +108,8 @@ class FaultPlan:
     reflect_auth: bool = False
     require_key: str | None = None
     max_requests: int = 1_000_000
+    refuse: float = 0.0
+    chat_logprobs: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted((set(self.rates) | set(self.script)) - set(FAULT_KINDS) - {"", "ok"})
@@ -148,6 +157,229 @@ def synthetic_score(prompt_ids: list[int], cand_ids: list[int]) -> float:
         total += synthetic_logprob(crc, tok)
         crc = _crc([tok], crc)
     return total
+
+
+# -- chat completions, decisions, System One ------------------------------------------------------------------------
+#: the POST routes the server answers
+API_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/decisions", "/v1/systemone")
+#: vLLM's System One limits (letters A-Z; NextTokenStrategy's questions per request)
+SYSTEMONE_MAX_OPTIONS = 26
+SYSTEMONE_MAX_QUESTIONS = 64
+
+
+def _text_crc(*parts: Any) -> int:
+    return zlib.crc32(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def synthetic_probs(context: Any, options: list[Any]) -> list[float]:
+    """A deterministic distribution over `options` for `context`: a softmax of `synthetic_logprob`s."""
+    crc = _text_crc(context)
+    logits = [synthetic_logprob(crc, _text_crc(o) & 0x7FFFFFFF) * 2.0 for o in options]
+    top = max(logits)
+    exps = [2.718281828459045 ** (v - top) for v in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def _tokens_estimate(value: Any) -> int:
+    return max(1, len(json.dumps(value, ensure_ascii=False)) // 4)
+
+
+def _prompt_options(text: str) -> list[str]:
+    """The label names listed in a prompt as "- name" or "- name: description" lines (llmlabel's templates)."""
+    names = []
+    for line in text.splitlines():
+        if line.startswith("- "):
+            name = line[2:].split(": ", 1)[0].strip()
+            if name and name not in names:
+                names.append(name)
+    return names or ["yes", "no"]
+
+
+def chat_answer(data: dict[str, Any], plan: FaultPlan, shown: str = "", garbage: bool = False) -> bytes:
+    """`/v1/chat/completions`: a model that answers one of the labels listed in the user message. Its "tokens" are
+    whole label names (after an assistant prefix: the rest of the names that continue it), with synthetic logprobs;
+    no `/tokenize`, so a client discovers the labels' tokens from the answers."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise _BadRequest(400, "messages must be a non-empty list of {role, content} objects")
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if not users:
+        raise _BadRequest(400, "messages need a user message")
+    prefix = ""
+    if messages[-1]["role"] == "assistant":
+        if not data.get("continue_final_message"):
+            raise _BadRequest(400, "a final assistant message needs continue_final_message")
+        prefix = messages[-1]["content"]
+    options = _prompt_options(users[-1])
+    n = data.get("n", 1)
+    if not isinstance(n, int) or not 1 <= n <= 128:
+        raise _BadRequest(400, "n must be between 1 and 128")
+    usage = {"prompt_tokens": _tokens_estimate(messages), "completion_tokens": n, "total_tokens": 0,
+             "prompt_tokens_details": {"cached_tokens": 0}}
+    usage["total_tokens"] = usage["prompt_tokens"] + n
+    choices = []
+    if data.get("logprobs"):
+        if not plan.chat_logprobs:
+            raise _BadRequest(400, "logprobs is not supported for this model")
+        k = data.get("top_logprobs", 0)
+        if not isinstance(k, int) or not 0 <= k <= 20:
+            raise _BadRequest(400, "top_logprobs must be between 0 and 20")
+        rests = [o[len(prefix):] for o in options if o.startswith(prefix) and len(o) > len(prefix)]
+        rests = list(dict.fromkeys(rests)) or ["\n"]
+        probs = synthetic_probs([users[-1], prefix], rests)
+        ranked = sorted(zip(rests, probs), key=lambda rp: -rp[1])[:max(k, 1)]
+        top = [{"token": tok, "logprob": float("nan") if garbage else _log(p), "bytes": list(tok.encode())}
+               for tok, p in ranked]
+        choices.append({"index": 0, "message": {"role": "assistant", "content": ranked[0][0]},
+                        "finish_reason": "length", "logprobs": {"content": [
+                            {"token": ranked[0][0], "logprob": top[0]["logprob"], "top_logprobs": top}]}})
+    else:
+        fmt = data.get("response_format")
+        schema = fmt.get("json_schema", {}).get("schema", {}) if isinstance(fmt, dict) else {}
+        enum = (schema.get("properties", {}).get("label", {}).get("enum") if isinstance(schema, dict) else None)
+        for i in range(n):
+            if isinstance(enum, list) and enum:
+                probs = synthetic_probs([users[-1], i if n > 1 else None], enum)
+                pick = enum[max(range(len(enum)), key=probs.__getitem__)] if n == 1 else enum[
+                    _text_crc(users[-1], i) % len(enum)]
+                content = json.dumps({"label": pick})
+            else:
+                content = plan.answers[_text_crc(users[-1]) % len(plan.answers)]
+            choices.append({"index": i, "message": {"role": "assistant", "content": content + shown},
+                            "finish_reason": "stop", "logprobs": None})
+    if garbage and not data.get("logprobs"):
+        choices = []
+    return json.dumps({"id": "chatcmpl-fault", "object": "chat.completion", "created": int(time.time()),
+                       "model": SERVED_MODEL, "choices": choices, "usage": usage}).encode()
+
+
+def _log(p: float) -> float:
+    import math
+
+    return math.log(p) if p > 0 else -1e4
+
+
+def decisions_answer(data: dict[str, Any], plan: FaultPlan, garbage: bool = False) -> bytes:
+    """`/v1/decisions` in the OpenAI SDK's shapes (`openai.types.DecisionCreateParams` in, `Decision` out), with the
+    API's limits: 1-400 questions, 2-255 unique choices, predicate / choice / score questions."""
+    if not isinstance(data.get("model"), str) or not data["model"]:
+        raise _BadRequest(400, "model is required")
+    given = data.get("input")
+    if not (isinstance(given, str) or (isinstance(given, list) and given and all(isinstance(m, dict)
+                                                                                 for m in given))):
+        raise _BadRequest(400, "input must be a string or a non-empty list of messages")
+    if isinstance(given, list):
+        for m in given:
+            if m.get("role") not in ("user", "developer", "system", "assistant") or not isinstance(
+                    m.get("content"), (str, list)) or m.get("type", "message") != "message":
+                raise _BadRequest(400, "input messages need a role (user, developer, system, assistant) and content")
+    questions = data.get("questions")
+    if not isinstance(questions, list) or not 1 <= len(questions) <= 400:
+        raise _BadRequest(400, "questions: provide 1-400 questions")
+    answers = []
+    for q in questions:
+        if not isinstance(q, dict) or q.get("type") not in ("predicate", "choice", "score"):
+            raise _BadRequest(400, "each question needs type predicate, choice or score")
+        if not isinstance(q.get("instructions"), (str, list)):
+            raise _BadRequest(400, "each question needs instructions")
+        name = q.get("name")
+        if plan.refuse and _text_crc(given, q) % 10_000 < plan.refuse * 10_000:
+            answers.append({"type": "refusal", "name": name})
+            continue
+        if q["type"] == "predicate":
+            p = synthetic_probs([given, q], [True, False])[0]
+            answers.append({"type": "predicate", "name": name, "probability": p})
+        elif q["type"] == "choice":
+            choices = q.get("choices")
+            if not isinstance(choices, list) or not 2 <= len(choices) <= 255:
+                raise _BadRequest(400, "choice questions take between 2 and 255 choices")
+            values = [c.get("value") if isinstance(c, dict) else None for c in choices]
+            if not all(isinstance(v, (str, bool)) for v in values):
+                raise _BadRequest(400, "every choice needs a string or boolean value")
+            if len({(type(v), v) for v in values}) != len(values):
+                raise _BadRequest(400, "each choice must be unique")
+            probs = synthetic_probs([given, q.get("instructions")], [str(v) for v in values])
+            best = max(range(len(values)), key=probs.__getitem__)
+            answers.append({"type": "choice", "name": name, "choice": values[best], "confidence": probs[best],
+                            "probabilities": [{"value": v, "probability": p} for v, p in zip(values, probs)]})
+        else:
+            levels = q.get("levels")
+            if not isinstance(levels, list) or len(levels) < 2 or not all(
+                    isinstance(lv, dict) and isinstance(lv.get("label"), str) for lv in levels):
+                raise _BadRequest(400, "score questions take at least 2 levels with labels")
+            probs = synthetic_probs([given, q.get("instructions")], [lv["label"] for lv in levels])
+            best = max(range(len(levels)), key=probs.__getitem__)
+            answers.append({"type": "score", "name": name, "score": sum(i * p for i, p in enumerate(probs)),
+                            "confidence": probs[best], "probabilities": [
+                                {"label": lv["label"], "value": i, "probability": p}
+                                for i, (lv, p) in enumerate(zip(levels, probs))]})
+    if garbage:
+        answers = answers[:-1]
+    tokens = _tokens_estimate(given) + _tokens_estimate(questions)
+    usage = {"input_tokens": tokens, "input_tokens_details": {"cached_tokens": tokens // 2, "cache_write_tokens": 0},
+             "output_tokens": len(questions), "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": tokens + len(questions)}
+    return json.dumps({"answers": answers, "model": data["model"], "usage": usage}).encode()
+
+
+def systemone_answer(data: dict[str, Any], plan: FaultPlan, garbage: bool = False) -> bytes:
+    """`/v1/systemone` in vLLM's wire format (`structured_decisions/protocol.py`) with its limits: at most 26
+    options per choice question and 64 questions per request (400 beyond, with vLLM's messages)."""
+    if "state" not in data:
+        raise _BadRequest(400, "state: field required")
+    questions = data.get("questions")
+    if not isinstance(questions, dict) or not questions:
+        raise _BadRequest(400, "questions: needs at least one question")
+    if len(questions) > SYSTEMONE_MAX_QUESTIONS:
+        raise _BadRequest(400, f"questions: at most {SYSTEMONE_MAX_QUESTIONS} for this model")
+    answers, diagnostics = {}, {}
+    for qid, q in questions.items():
+        if not isinstance(q, dict) or not isinstance(q.get("type"), str):
+            raise _BadRequest(400, f"question {qid!r}: needs a type")
+        extra = sorted(set(q) - {"type", "instructions", "criteria"})
+        if extra:
+            raise _BadRequest(400, f"question {qid!r}: unknown field(s) {extra}")
+        criteria = q.get("criteria")
+        if plan.refuse and _text_crc(data["state"], q) % 10_000 < plan.refuse * 10_000:
+            answers[qid] = {"type": "refusal"}
+            continue
+        if q["type"] == "choice":
+            if not isinstance(criteria, dict) or not criteria:
+                raise _BadRequest(400, f"question {qid!r}: choice criteria must map option names to a description "
+                                       "or null")
+            if len(criteria) > SYSTEMONE_MAX_OPTIONS:
+                raise _BadRequest(400, f"question {qid!r}: at most {SYSTEMONE_MAX_OPTIONS} options for this model")
+            names = [str(k) for k in criteria]
+            probs = synthetic_probs([data["state"], data.get("instructions"), q.get("instructions")], names)
+            best = max(range(len(names)), key=probs.__getitem__)
+            answers[qid] = {"type": "choice", "choice": names[best], "confidence": probs[best] * 0.9,
+                            "probabilities": dict(zip(names, probs))}
+        elif q["type"] == "noul":
+            p = synthetic_probs([data["state"], q.get("instructions")], ["yes", "no"])[0]
+            answers[qid] = {"type": "noul", "noul": p, "probabilities": {"yes": p, "no": 1 - p},
+                            "confidence": max(p, 1 - p) * 0.9}
+        elif q["type"] == "score":
+            if not isinstance(criteria, list) or len(criteria) < 2:
+                raise _BadRequest(400, f"question {qid!r}: score criteria must be an ordered list of levels")
+            probs = synthetic_probs([data["state"], q.get("instructions")], [str(c) for c in criteria])
+            answers[qid] = {"type": "score", "score": sum(i * p for i, p in enumerate(probs)),
+                            "legend": {str(i): str(c) for i, c in enumerate(criteria)},
+                            "probabilities": {str(i): p for i, p in enumerate(probs)}, "confidence": max(probs)}
+        else:
+            raise _BadRequest(400, f"unknown question type {q['type']!r}; supported: ['choice', 'noul', 'score']")
+        diagnostics[qid] = {"label_mass": 0.9, "argmax_is_label": True}
+    if garbage:
+        for answer in answers.values():
+            if isinstance(answer.get("probabilities"), dict):
+                answer["probabilities"] = {k: None for k in answer["probabilities"]}
+    tokens = _tokens_estimate(data.get("state")) * len(questions)
+    return json.dumps({"id": "decision-fault", "object": "structured_decision", "created": int(time.time()),
+                       "model": data.get("model") or SERVED_MODEL, "answers": answers,
+                       "usage": {"input_tokens": tokens, "output_tokens": len(questions)},
+                       "diagnostics": diagnostics}).encode()
 
 
 # -- the server -----------------------------------------------------------------------------------------------------
@@ -276,8 +508,8 @@ class _Server:
             self.stats["bad_requests"] += 1
             await self._send(writer, 400, _error_body("request body is not JSON"))
             return True
-        if method == "POST" and path == "/v1/completions" and plan.outage and isinstance(data, dict):
-            first = data.get("prompt")
+        if method == "POST" and path in API_PATHS and plan.outage and isinstance(data, dict):
+            first = data.get("prompt", data.get("messages", data.get("input", data.get("state"))))
             first = first[0] if isinstance(first, list) and first and isinstance(first[0], list) else first
             if zlib.crc32(json.dumps(first).encode()) % 10_000 < plan.outage * 10_000:
                 self.stats["outage"] += 1
@@ -302,7 +534,7 @@ class _Server:
             self.stats["bad_requests"] += 1
             status, answer = exc.status, _error_body(exc.message)
             kind = None if kind == "garbage" else kind
-        if kind in ("not_json", "garbage") and (status != 200 or (kind == "garbage" and path != "/v1/completions")):
+        if kind in ("not_json", "garbage") and (status != 200 or (kind == "garbage" and path not in API_PATHS)):
             kind = None  # content faults are for completions; an error answer is sent as it is
         if kind in ("truncated", "not_json", "trickle", "garbage"):
             self.faults[kind] += 1
@@ -372,10 +604,16 @@ class _Server:
         if method == "GET" and path == "/v1/models":
             return json.dumps({"object": "list", "data": [
                 {"id": SERVED_MODEL, "object": "model", "max_model_len": self.plan.max_model_len}]}).encode()
-        if method != "POST" or path != "/v1/completions":
+        if method != "POST" or path not in API_PATHS:
             raise _BadRequest(404, f"no route {method} {path}")
         if not isinstance(data, dict):
             raise _BadRequest(400, "request body must be a JSON object")
+        if path == "/v1/chat/completions":
+            return chat_answer(data, self.plan, shown, garbage)
+        if path == "/v1/decisions":
+            return decisions_answer(data, self.plan, garbage)
+        if path == "/v1/systemone":
+            return systemone_answer(data, self.plan, garbage)
         prompts = data.get("prompt")
         batch = isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], list)
         seqs = prompts if batch else [prompts]

@@ -56,7 +56,8 @@ OUTPUT_COLUMNS = ("label", "label_probs", "confidence", "status", "reason", "raw
 
 @dataclass
 class LabelResult:
-    """The outcome for one row. `status` is 'ok', 'unparseable', 'failed' or 'skipped'; `reason` says why not ok."""
+    """The outcome for one row. `status` is 'ok', 'unparseable', 'failed', 'refused' (a decision endpoint declined)
+    or 'skipped'; `reason` says why not ok."""
 
     label: str | list[str] | None
     label_probs: dict[str, float]
@@ -340,7 +341,18 @@ class Labeler:
                          max_answer_tokens=self.max_answer_tokens if self.mode == "generate" else None,
                          # only when set, so entries made before these options existed stay valid
                          **({"answer_prefix": self.answer_prefix} if self.answer_prefix else {}),
-                         **({"first_token": True} if self.normalize == "first" and self.mode == "score" else {}))
+                         **({"first_token": True} if self.normalize == "first" and self.mode == "score" else {}),
+                         **({"decide": self._option_plan_key()} if self._decides else {}))
+
+    @property
+    def _decides(self) -> bool:
+        """Whether rows go to the backend's `decide` (decision and chat endpoints in score mode)."""
+        return self.mode == "score" and getattr(self.backend, "supports_decide", False)
+
+    def _option_plan_key(self) -> dict[str, Any]:
+        from llmlabel.decide import option_plan
+
+        return option_plan(self).describe()
 
     # -- raw results ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -357,6 +369,10 @@ class Labeler:
     def _compute(self, items: list[_Item]) -> list[dict[str, Any] | BackendError]:
         """Raw results (label scores, or the answer) for items; an item whose backend call failed for good gets
         the `BackendError` instead."""
+        if self._decides:
+            from llmlabel.decide import decide_raw
+
+            return decide_raw(self, items)
         if self.mode == "generate":
             prompts = [self._render(it.text, it.text_pair, examples=it.examples, cands=it.cands) for it in items]
             # Choices differ per row only when labels are restricted.
@@ -474,7 +490,9 @@ class Labeler:
         raws = self._raw(items, rows=False)
         if any(isinstance(r, BackendError) for r in raws):
             raise next(r for r in raws if isinstance(r, BackendError))
-        dists = [self._uncalibrated(r["scores"]) for r in raws]
+        dists = [self._uncalibrated(r["scores"]) for r in raws if "scores" in r]
+        if not dists:
+            raise BackendError("every calibration probe was refused by the endpoint")
         return [sum(col) / len(dists) for col in zip(*dists)]
 
     def _domain_texts(self) -> list[str]:
@@ -505,6 +523,12 @@ class Labeler:
         names = self.task.names
         if isinstance(raw, BackendError):
             return _failed(names, str(raw), truncated)
+        if "refused" in raw:  # a decision endpoint declined the question: kept, counted, not a label
+            return LabelResult(None, {n: 0.0 for n in names}, 0.0, "refused", raw["refused"], truncated=truncated)
+        if raw.get("note"):  # e.g. a sampled distribution: flagged on the row
+            result = self._result({k: v for k, v in raw.items() if k != "note"}, truncated, prior)
+            result.reason = raw["note"]
+            return result
         if "answer" in raw:
             shown, reason = parse_answer(raw["answer"], self.task.texts_shown)
             label = names[self.task.texts_shown.index(shown)] if shown is not None else None

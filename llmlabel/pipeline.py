@@ -231,6 +231,10 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
         summary["method"] = {k: v for k, v in engine.report.items() if not k.startswith("dev_")} | {
             "dev": {k: {str(a): b for a, b in v.items()} for k, v in engine.report.items() if k.startswith("dev_")}}
         summary["llm_stats"] = labeler.stats.as_dict()
+    if hasattr(backend, "api_report"):  # API endpoints: how labels were asked, and the token and cost ledger
+        summary["api"] = backend.api_report(engine.stats.computed)
+        if getattr(labeler, "_option_plan", None) is not None:
+            summary["api"]["options"] = labeler._option_plan.describe()
     if evaluating:
         report = evaluate(gold, pred, task.names, confidences)
         report["rows_without_gold"] = without_gold

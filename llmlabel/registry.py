@@ -70,6 +70,9 @@ backends.add("fake", "llmlabel.backends.fake:FakeBackend")
 backends.add("transformers", "llmlabel.backends.transformers:TransformersBackend")
 backends.add("vllm", "llmlabel.backends.vllm:VLLMBackend")
 backends.add("openai", "llmlabel.backends.openai:OpenAIBackend")
+backends.add("chat", "llmlabel.backends.chat:ChatBackend")
+backends.add("decisions", "llmlabel.backends.decisions:DecisionsBackend")
+backends.add("systemone", "llmlabel.backends.systemone:SystemOneBackend")
 
 #: Recipe kinds: `kind:` in a recipe -> its pydantic class (a `llmlabel.config.RecipeBase` subclass with `run`).
 recipe_kinds = Registry("recipe kind")

@@ -84,11 +84,11 @@ def _group_alive(pgid: int) -> bool:
 
 @contextlib.contextmanager
 def start_vllm_server(model_dir: str, port: int | None = None, dtype: str = "bfloat16",
-                      timeout: float = 180) -> Iterator[str]:
+                      timeout: float = 180, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """Run `vllm.entrypoints.openai.api_server` on `model_dir` and yield its base URL (`http://127.0.0.1:PORT/v1`).
 
     The server is started with `--enforce-eager --max-model-len 2048` and the given `dtype`, serves the model under
-    the name `model_dir`, logs to a temporary file, and gets `VLLM_CPU_KVCACHE_SPACE=2` (GiB, unless already set)
+    the name `model_dir` (plus `extra_args`, e.g. `("--logprobs-mode", "processed_logprobs")`), logs to a temporary file, and gets `VLLM_CPU_KVCACHE_SPACE=2` (GiB, unless already set)
     and `VLLM_LOGGING_LEVEL=WARNING`. `port=None` picks a free port. Raises `ServerStartError` with the log's tail if
     the process dies or is not ready within `timeout` seconds (the log is then kept; after a good run it is removed).
     On exit the server's process group is terminated, then killed if it lingers.
@@ -99,7 +99,7 @@ def start_vllm_server(model_dir: str, port: int | None = None, dtype: str = "bfl
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     env["VLLM_LOGGING_LEVEL"] = "WARNING"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--host", host, "--port", str(port), "--enforce-eager", "--dtype", dtype, "--max-model-len", "2048"]
+           "--host", host, "--port", str(port), "--enforce-eager", "--dtype", dtype, "--max-model-len", "2048", *extra_args]
     fd, log_name = tempfile.mkstemp(prefix="llmlabel-vllm-", suffix=".log")
     log_path = Path(log_name)
     base_url = f"http://{host}:{port}/v1"
@@ -125,3 +125,29 @@ def start_vllm_server(model_dir: str, port: int | None = None, dtype: str = "bfl
         _stop(proc)
         if started:  # a failed start keeps its log for the error message to point at
             log_path.unlink(missing_ok=True)
+
+
+def build_tiny_qwen3(folder: str | Path, seed: int = 0) -> str:
+    """A random-weight `Qwen3ForCausalLM` (2 layers, hidden size 64, 2 heads of 32: vLLM's CPU attention has no kernel for head size 16) with the default model's tokenizer and chat
+    template, saved to `folder` (reused when already there); returns the folder. Built in seconds, it lets tests
+    run vLLM's own `/v1/systemone` (which vllm-cpu 0.32 serves for Qwen3, not for the default Llama model): its
+    probabilities are meaningless, the protocol, its limits and errors are vLLM's."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
+        return str(folder)
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    from llmlabel.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).to(torch.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

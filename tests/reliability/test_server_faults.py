@@ -164,7 +164,9 @@ def test_retry_after_is_honoured_on_429_and_503_and_attempts_are_capped(tokenize
         assert server.stats()["stats"]["POST /v1/completions"] == 3
     assert 1.2 <= elapsed < 3.0, f"two Retry-After: 0.6 answers took {elapsed:.2f} s"
 
-    monkeypatch.setattr(openai, "MAX_RETRY_WAIT", 0.1)  # a huge Retry-After is capped
+    from llmlabel.backends import http
+
+    monkeypatch.setattr(http, "MAX_RETRY_WAIT", 0.1)  # a huge Retry-After is capped (the shared HTTP client's cap)
     with serve_faults({"script": ["429"] * 10, "retry_after": 25}) as server:
         backend = openai.OpenAIBackend(base_url=server.url, served_model="m", tokenizer=tokenizer_dir,
                                        backoff=0.0, max_retries=2)

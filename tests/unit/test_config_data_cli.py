@@ -123,7 +123,7 @@ def test_cli_label_then_eval(tmp_path, capsys, sentiment_rows):
     ([{"text": "a", "label": "postive"}], {},
      "error: unknown gold label in column 'label' 'postive' (did you mean 'positive'?); valid: negative, positive"),
     ([{"text": "a"}], {"model": {"backend": "vlm"}},
-     "error: unknown backend 'vlm' (did you mean 'vllm'?); valid: fake, openai, transformers, vllm"),
+     "error: unknown backend 'vlm' (did you mean 'vllm'?); valid: chat, decisions, fake, openai, systemone, transformers, vllm"),
     ([{"text": "a"}], {"model": {"backend": "fake", "options": {"dealy": 1}}},
      "error: unknown option for backend 'fake' 'dealy' (did you mean 'delay'?); valid: constrained_json, delay, max_context, responses, script"),
     ([{"text": "a"}], {"labeling": {"mdoe": "score"}},
