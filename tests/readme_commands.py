@@ -92,6 +92,14 @@ ELSEWHERE: dict[str, tuple[str, str]] = {
     "llmlabel estimate data.jsonl --gold-column label --gold-size 200 --regress positive:log_words": (
         "tests/integration/test_stats_default_model.py::test_estimate_command_on_the_default_model",
         "on SST-2 rows with the default model"),
+    # API endpoints (README "API endpoints")
+    "python -m vllm.entrypoints.openai.api_server --model \"$(python -c 'from llmlabel.models import resolve_model; "
+    "print(resolve_model(None))')\" --enforce-eager --block-size 32 --port 8000 &": (
+        "tests/integration/conftest.py::vllm_server",
+        "llmlabel.testing.start_vllm_server runs this command on a free port instead of 8000"),
+    "llmlabel label data.jsonl --labels positive,negative --backend chat --option base_url=http://127.0.0.1:8000/v1": (
+        "tests/integration/test_api_backends_vllm.py::test_cli_label_with_the_chat_backend",
+        "against the test's vLLM server on a free port"),
 }
 
 NOT_RUN: dict[str, str] = {
