@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmlabel.errors import ConfigError, suggest, unknown
 
@@ -112,12 +112,13 @@ class SelectionConfig(_Strict):
 
 
 class MethodConfig(_Strict):
-    """A labeling method that uses a labeled pool beyond the prompt: knn_prompting or fusion (see llmlabel/methods)."""
+    """A labeling method that uses a labeled pool beyond the prompt: knn_prompting, fusion or stacking (see
+    llmlabel/methods)."""
 
     name: str
     pool: PoolConfig
-    #: held-out pool rows that choose the method's settings (fusion weight, kNN k); at most a fifth of the pool
-    dev_size: int = Field(200, ge=0)
+    #: cross-fitting folds over the whole pool that choose the method's settings (fusion weight, kNN k, stacking)
+    folds: int = Field(5, ge=2)
     seed: int = 0
     #: method options, e.g. {classifier: logreg_embeddings} for fusion, {k: 9} for knn_prompting
     options: dict[str, Any] = Field(default_factory=dict)
@@ -130,6 +131,13 @@ class MethodConfig(_Strict):
         if value not in methods:
             raise ValueError(unknown("method", value, methods.names()))
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_dev_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dev_size" in data:
+            raise ValueError("dev_size is gone: settings are cross-fitted over the whole pool (set folds, default 5)")
+        return data
 
 
 class LabelingConfig(_Strict):
