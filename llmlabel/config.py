@@ -153,7 +153,7 @@ class LabelingConfig(_Strict):
     calibration: str = "auto"
     #: demonstrations chosen per row from a labeled pool (instead of fixed `examples`)
     selection: SelectionConfig | None = None
-    #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion with a retrieval classifier)
+    #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion, stacking)
     method: MethodConfig | None = None
     prompt: str | None = None
     #: fixed few-shot demonstrations: [{text: ..., label: ...}, ...]
@@ -237,6 +237,13 @@ class Recipe(RecipeBase):
     #: where labeling runs: 'local' (this process) or 'ray' (actor pools on a Ray cluster; see `ray`)
     executor: str = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
+        """The report path, and for a labeling method what the cross-fitting chose and whether the LLM earned it."""
+        from llmlabel.tuning import describe
+
+        selection = (summary.get("method") or {}).get("selection")
+        return ([f"{summary['mode']}: {describe(selection)}"] if selection else []) + super().summary_lines(summary)
 
     @field_validator("executor")
     @classmethod

@@ -170,8 +170,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, backend: Any = None) -> di
     }
     if engine is not labeler:
         summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
-        summary["method"] = {k: v for k, v in engine.report.items() if not k.startswith("dev_")} | {
-            "dev": {k: {str(a): b for a, b in v.items()} for k, v in engine.report.items() if k.startswith("dev_")}}
+        summary["method"] = dict(engine.report)  # the chosen settings and their cross-fitted evidence
         summary["llm_stats"] = labeler.stats.as_dict()
     if evaluating:
         report = evaluate(gold, pred, task.names, confidences)

@@ -183,6 +183,19 @@ class Choice:
         return iter((self.chosen, self.scores))
 
 
+def describe(selection: dict[str, Any]) -> str:
+    """One line for a `Choice.as_dict()` record, e.g. "chose 0.4 over 0.0 (log_loss 0.4576 vs 0.4705, z 2.83 >= 2,
+    1000 rows)" or "kept 0.0 (best challenger 0.1: z 0.41 < 2, 1000 rows)"."""
+    scores = selection["scores"]
+    if selection["earned"]:
+        chosen, base = str(selection["chosen"]), str(selection["baseline"])
+        return (f"chose {chosen} over {base} ({selection['metric']} {scores[chosen]:.4f} vs {scores[base]:.4f}, "
+                f"z {selection['z']} >= {selection['z_needed']:g}, {selection['rows']} rows)")
+    challenger = "" if selection["challenger"] is None else \
+        f"best challenger {selection['challenger']}: z {selection['z']} < {selection['z_needed']:g}, "
+    return f"kept {selection['baseline']} ({challenger}{selection['rows']} rows)"
+
+
 def choose(candidates: Mapping[Hashable, np.ndarray], gold: Sequence[int] | np.ndarray, baseline: Hashable,
            metric: str = "log_loss", z: float = Z, folds: np.ndarray | None = None, unit: str = "rows",
            seed: int = 0) -> Choice:
@@ -214,7 +227,8 @@ def choose(candidates: Mapping[Hashable, np.ndarray], gold: Sequence[int] | np.n
             best = key
     gain, se = paired_gain(values[best], values[baseline], gold, metric, folds=folds, unit=unit, seed=seed)
     choice.challenger, choice.gain, choice.se = best, gain, se
-    choice.z = gain / se if se > 0 else (float("inf") if gain > 0 else 0.0)
+    # se ~ 0: the challenger differs from the baseline the same way on every row (no noise to test against)
+    choice.z = gain / se if se > 1e-9 else (float("inf") if gain > 0 else 0.0)
     if gain > 0 and choice.z >= z:
         choice.chosen = best
     return choice

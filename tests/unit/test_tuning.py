@@ -167,3 +167,14 @@ def test_search_order_keeps_the_given_order_unless_beaten_beyond_noise():
 
     best, _ = search_order(exs[1:] + exs[:1], clear, budget=24)
     assert best[0].text == "a"
+
+
+def test_describe_says_what_was_chosen_and_why():
+    from llmlabel.tuning import describe
+
+    gold = np.array([0, 1] * 50)
+    good, bad = np.eye(2)[gold] * 0.8 + 0.1, np.full((100, 2), 0.5)
+    assert describe(choose({0.0: bad, 0.5: good}, gold, 0.0).as_dict()).startswith(
+        "chose 0.5 over 0.0 (log_loss 0.1054 vs 0.6932, z inf >= 2, 100 rows)")
+    assert describe(choose({0.0: good, 0.5: bad}, gold, 0.0).as_dict()) == \
+        "kept 0.0 (best challenger 0.5: z 0.0 < 2, 100 rows)"  # worse on every row alike: no test needed
