@@ -223,7 +223,9 @@ def run_dataset(dataset: str, rows: int, seeds: list[int], pool_size: int, backe
             selection = method.report["selection"]
             add(label, seed, labels(method), weight=method.report.get("weight"),
                 llm_earned=method.report["llm_earned_weight"], z=selection["z"],
-                cross_fitted_log_loss=selection["scores"], seconds=round(time.perf_counter() - start, 1))
+                cross_fitted_log_loss=selection["scores"], seconds=round(time.perf_counter() - start, 1),
+                **{k: selection[k] for k in ("classifier_exponent", "classifier_recalibrated_log_loss")
+                   if k in selection})
         save()
 
 

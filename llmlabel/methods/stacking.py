@@ -3,9 +3,10 @@
 Where fusion has one weight for the LLM, the stacker has one per (label, source label) pair, so it can learn
 per-label trust: follow the LLM on the labels it knows, the classifier elsewhere. The classifier's features of pool
 rows are out-of-fold (k folds), the LLM's need no folds (it is not fit on the pool). The stacker itself is judged by
-a second, nested cross-fit against the same stacker on the classifier's features alone (so the LLM's features must
-beat what mere recalibration of the classifier gives), through `llmlabel.tuning.choose`; when the LLM does not earn
-its place beyond the noise, the method is the classifier alone, exactly. The classifier is refit on the whole pool.
+a second, nested cross-fit, against the better of the classifier's own out-of-fold distribution and the same
+stacker on the classifier's features alone (so the LLM's features must beat mere recalibration), through
+`llmlabel.tuning.choose`; when the LLM does not earn its place beyond the noise, the method is the classifier alone,
+exactly. The classifier is refit on the whole pool.
 """
 
 from __future__ import annotations
@@ -78,9 +79,13 @@ class Stacking(LabelingMethod):
             return cross_fit(lambda train, held: self._stacker_proba(
                 self._fit_stacker(features[train], gold[train]), features[held]), inner)
 
-        candidates = {"classifier": stacked(alone), "stacked": stacked(both)}
+        # The classifier alone is the better of its own out-of-fold distribution and the stacker on its features.
+        recalibrated = stacked(alone)
+        raw_loss, recalibrated_loss = score(cls, gold, "log_loss"), score(recalibrated, gold, "log_loss")
+        candidates = {"classifier": recalibrated if recalibrated_loss < raw_loss else cls, "stacked": stacked(both)}
         choice = choose(candidates, gold, baseline="classifier", metric="log_loss", z=self.z)
-        choice.extra.update(folds=self.folds, classifier_alone_log_loss=round(score(cls, gold, "log_loss"), 5),
+        choice.extra.update(folds=self.folds, classifier_alone_log_loss=round(raw_loss, 5),
+                            classifier_recalibrated_log_loss=round(recalibrated_loss, 5),
                             llm_alone_log_loss=round(score(llm, gold, "log_loss"), 5))
         self.classifier.fit(joined, labels)
         self.stacker = self._fit_stacker(both, gold) if choice.earned or self.force else None
