@@ -59,10 +59,14 @@ class Fusion(LabelingMethod):
     def _joined(texts, pairs):
         return [t if p is None else f"{t}\n{p}" for t, p in zip(texts, pairs)]
 
-    def classifier_out_of_fold(self, joined: list[str], labels: list[str], folds: np.ndarray) -> np.ndarray:
-        """Every pool row's distribution from a copy of the classifier fit on the other folds."""
+    def classifier_out_of_fold(self, joined: list[str], labels: list[str], folds: np.ndarray,
+                               keep: list | None = None) -> np.ndarray:
+        """Every pool row's distribution from a copy of the classifier fit on the other folds (the fitted copies are
+        appended to `keep` when given)."""
         def fit_predict(train, held):
             clf = copy.deepcopy(self.classifier).fit([joined[i] for i in train], [labels[i] for i in train])
+            if keep is not None:
+                keep.append(clf)
             return clf.predict_proba([joined[i] for i in held])
 
         return cross_fit(fit_predict, folds)

@@ -6,7 +6,8 @@ rows are out-of-fold (k folds), the LLM's need no folds (it is not fit on the po
 a second, nested cross-fit, against the better of the classifier's own out-of-fold distribution and the same
 stacker on the classifier's features alone (so the LLM's features must beat mere recalibration), through
 `llmlabel.tuning.choose`; when the LLM does not earn its place beyond the noise, the method is the classifier alone,
-exactly. The classifier is refit on the whole pool.
+exactly (refit on the whole pool). When the stacker is used, new rows' classifier features come from the k fold
+classifiers (averaged in log space), the same kind of features the stacker was trained on.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Stacking(LabelingMethod):
         joined, labels = Fusion._joined(texts, pairs), [e.label for e in pool]
         gold = np.asarray([self.task.names.index(y) for y in labels])
         folds = fold_ids(gold, self.folds, self.seed)
-        cls = self._fusion.classifier_out_of_fold(joined, labels, folds)
+        self.fold_classifiers: list = []
+        cls = self._fusion.classifier_out_of_fold(joined, labels, folds, keep=self.fold_classifiers)
         llm = self.llm_probs(texts, pairs)
         both, alone = self._features(cls, llm), self._features(cls, None)
         # Nested: the stacker's own out-of-fold predictions (new folds, so no row's features and stacker share one).
@@ -93,7 +95,11 @@ class Stacking(LabelingMethod):
                            used=("stacked" if self.stacker is not None else "classifier"))
 
     def _probs(self, texts, pairs):
-        cls = self.classifier.predict_proba(Fusion._joined(texts, pairs))
+        joined = Fusion._joined(texts, pairs)
         if self.stacker is None:
-            return cls
-        return self._stacker_proba(self.stacker, self._features(cls, self.llm_probs(texts, pairs)))
+            return self.classifier.predict_proba(joined)
+        # The stacker learned on fold classifiers' outputs (each fit on 1 - 1/k of the pool); a classifier refit on
+        # the whole pool is more confident than those, so new rows get the same kind of features: the fold
+        # classifiers' distributions, averaged in log space.
+        logs = np.mean([np.log(np.maximum(c.predict_proba(joined), 1e-6)) for c in self.fold_classifiers], axis=0)
+        return self._stacker_proba(self.stacker, self._features(np.exp(logs), self.llm_probs(texts, pairs)))
