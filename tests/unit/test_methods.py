@@ -99,5 +99,5 @@ def test_recipe_with_a_method_runs(tmp_path):
     assert summary["method"]["selection"]["rows"] == 60 and summary["method"]["selection"]["folds"] == 3
     with pytest.raises(ConfigError, match=r"'labeling.method.name': unknown method 'fusoin' \(did you mean 'fusion'"):
         load_recipe(data={**recipe, "labeling": {"method": {"name": "fusoin", "pool": {"path": "x"}}}})
-    with pytest.raises(ConfigError, match=r"dev_size is gone: settings are cross-fitted over the whole pool \(set folds"):
+    with pytest.raises(ConfigError, match=r"dev_size is gone: settings are cross-fitted over the whole pool \(set fo"):
         load_recipe(data={**recipe, "labeling": {"method": {"name": "fusion", "pool": {"path": "x"}, "dev_size": 9}}})

@@ -134,7 +134,8 @@ def test_choose_keeps_the_baseline_on_noise_and_takes_a_real_gain():
         assert set(taken.as_dict()["scores"]) == {"base", "noisy", "better"}
     gain, se = paired_gain(onehot(better), onehot(base), gold, "accuracy", folds=fold_ids(gold, 5), unit="folds")
     assert gain > 0 and se > 0
-    with pytest.raises(ConfigError, match=r"^unknown selection metric 'f1'; valid: accuracy, log_loss, macro_f1, row_mean$"):
+    with pytest.raises(ConfigError,
+                       match=r"^unknown selection metric 'f1'; valid: accuracy, log_loss, macro_f1, row_mean$"):
         choose({"a": onehot(base)}, gold, "a", metric="f1")
 
 
