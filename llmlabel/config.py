@@ -126,12 +126,13 @@ class SelectionConfig(_Strict):
 
 
 class MethodConfig(_Strict):
-    """A labeling method that uses a labeled pool beyond the prompt: knn_prompting or fusion (see llmlabel/methods)."""
+    """A labeling method that uses a labeled pool beyond the prompt: knn_prompting, fusion or stacking (see
+    llmlabel/methods)."""
 
     name: str
     pool: PoolConfig
-    #: held-out pool rows that choose the method's settings (fusion weight, kNN k); at most a fifth of the pool
-    dev_size: int = Field(200, ge=0)
+    #: cross-fitting folds over the whole pool that choose the method's settings (fusion weight, kNN k, stacking)
+    folds: int = Field(5, ge=2)
     seed: int = 0
     #: method options, e.g. {classifier: logreg_embeddings} for fusion, {k: 9} for knn_prompting
     options: dict[str, Any] = Field(default_factory=dict)
@@ -144,6 +145,13 @@ class MethodConfig(_Strict):
         if value not in methods:
             raise ValueError(unknown("method", value, methods.names()))
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_dev_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dev_size" in data:
+            raise ValueError("dev_size is gone: settings are cross-fitted over the whole pool (set folds, default 5)")
+        return data
 
 
 class LabelingConfig(_Strict):
@@ -159,7 +167,7 @@ class LabelingConfig(_Strict):
     calibration: str = "auto"
     #: demonstrations chosen per row from a labeled pool (instead of fixed `examples`)
     selection: SelectionConfig | None = None
-    #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion with a retrieval classifier)
+    #: combine the LLM with a labeled pool beyond the prompt (kNN prompting, fusion, stacking)
     method: MethodConfig | None = None
     prompt: str | None = None
     #: fixed few-shot demonstrations: [{text: ..., label: ...}, ...]
@@ -258,6 +266,13 @@ class Recipe(RecipeBase):
     #: where labeling runs: 'local' (this process) or 'ray' (actor pools on a Ray cluster; see `ray`)
     executor: str = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
+        """The report path, and for a labeling method what the cross-fitting chose and whether the LLM earned it."""
+        from llmlabel.tuning import describe
+
+        selection = (summary.get("method") or {}).get("selection")
+        return ([f"{summary['mode']}: {describe(selection)}"] if selection else []) + super().summary_lines(summary)
 
     @field_validator("executor")
     @classmethod

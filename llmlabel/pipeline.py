@@ -105,12 +105,12 @@ def build_selector(selection: Any, recipe: Recipe, task: LabelTask, scorer: Any 
 
 
 def build_method(config: Any, recipe: Recipe, labeler: Any) -> Any:
-    """Read the method's pool, hold out its dev slice, and fit the configured labeling method around `labeler`."""
-    from llmlabel.methods.base import make_method, split_dev
+    """Read the method's pool and fit the configured labeling method around `labeler` (its settings are
+    cross-fitted over the whole pool, `config.folds` folds)."""
+    from llmlabel.methods.base import make_method
 
     pool = read_pool(config.pool, recipe, labeler.task, config.seed)
-    train, dev = split_dev(pool, config.dev_size, config.seed)
-    return make_method(config.name, labeler, seed=config.seed, **config.options).fit(train, dev)
+    return make_method(config.name, labeler, seed=config.seed, **{"folds": config.folds, **config.options}).fit(pool)
 
 
 def build_engine(recipe: Recipe, task: LabelTask, backend: Any, cache: Any = None,
@@ -228,8 +228,7 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
     }
     if engine is not labeler:
         summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
-        summary["method"] = {k: v for k, v in engine.report.items() if not k.startswith("dev_")} | {
-            "dev": {k: {str(a): b for a, b in v.items()} for k, v in engine.report.items() if k.startswith("dev_")}}
+        summary["method"] = dict(engine.report)  # the chosen settings and their cross-fitted evidence
         summary["llm_stats"] = labeler.stats.as_dict()
     if hasattr(backend, "api_report"):  # API endpoints: how labels were asked, and the token and cost ledger
         summary["api"] = backend.api_report(engine.stats.computed)

@@ -111,6 +111,7 @@ classifiers.add("logreg_tfidf", "llmlabel.classifiers.logreg_tfidf:LogRegTfidfCl
 methods = Registry("method")
 methods.add("knn_prompting", "llmlabel.methods.knn_prompting:KNNPrompting")
 methods.add("fusion", "llmlabel.methods.fusion:Fusion")
+methods.add("stacking", "llmlabel.methods.stacking:Stacking")
 
 #: Where a label recipe runs (`llmlabel.executors.base.Executor` subclasses): `executor:` in a recipe.
 executors = Registry("executor")

@@ -525,8 +525,7 @@ class RayExecutor(Executor):
         if recipe.labeling.method is not None:
             summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
             report = announced.get("method_report", {})
-            summary["method"] = {k: v for k, v in report.items() if not k.startswith("dev_")} | {
-                "dev": {k: v for k, v in report.items() if k.startswith("dev_")}}
+            summary["method"] = dict(report)
         if evaluating:
             report = evaluate(gold, pred, task.names, confidences)
             report["rows_without_gold"] = without_gold[0]

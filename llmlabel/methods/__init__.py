@@ -1,1 +1,1 @@
-"""Labeling methods that combine the LLM with labeled data beyond the prompt (kNN prompting, fusion)."""
+"""Labeling methods that combine the LLM with labeled data beyond the prompt (kNN prompting, fusion, stacking)."""

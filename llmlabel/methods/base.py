@@ -1,7 +1,8 @@
 """The labeling-method family: wrap a `Labeler` (the LLM) and use a labeled pool beyond what fits in the prompt.
 
-`fit(pool, dev)` once (pool: labeled `Example`s; dev: held-out labeled examples for choosing settings), then
-`label_texts(texts, pairs)` -> `LabelResult`s with a distribution over the task's labels, like the Labeler's.
+`fit(pool)` once (pool: labeled `Example`s; settings such as fusion's weight are cross-fitted over the whole pool by
+`llmlabel.tuning`, so nothing is held out), then `label_texts(texts, pairs)` -> `LabelResult`s with a distribution
+over the task's labels, like the Labeler's. `report` says what was chosen and on which cross-fitted evidence.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class LabelingMethod(ABC):
         self.stats = LabelStats()
 
     def fit(self, pool: Sequence[Example], dev: Sequence[Example] | None = None) -> "LabelingMethod":
-        """Fit on the labeled pool; `dev` (held out) chooses settings where the method has any. Returns self."""
+        """Fit on the labeled pool (`dev`, if given, is added to it: settings are cross-fitted over all labeled
+        rows, none held out). Returns self."""
         if not pool:
             raise ConfigError(f"method '{self.name}' needs a non-empty labeled pool")
         bad = sorted({ex.label for ex in [*pool, *(dev or [])]} - set(self.task.names))
@@ -122,7 +124,8 @@ class LabelingMethod(ABC):
 
 
 def split_dev(pool: Sequence[Example], dev_size: int, seed: int = 0) -> tuple[list[Example], list[Example]]:
-    """A random held-out dev slice of `dev_size` (at most a fifth of the pool) and the rest."""
+    """A random held-out slice of `dev_size` (at most a fifth of the pool) and the rest (methods no longer need one:
+    they cross-fit over the whole pool; this serves evaluations that want a held-out slice)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pool))
     n_dev = min(dev_size, len(pool) // 5)

@@ -3,6 +3,10 @@
 Every pool example is run through the prompt once; the LM's next-token distribution at the answer position is its
 anchor. A query is represented the same way and labeled by a vote of the k anchors closest in KL divergence,
 KL(anchor || query). Labeled data far beyond the context window is used, and the vote needs no calibration.
+
+k is cross-fitted over the whole pool (`llmlabel.tuning`): a pool row's own distribution is its query, so every row
+is voted on by the anchors of the other folds with no further LM call; the default k stays unless another k's
+macro-F1 gain is beyond the noise (a paired bootstrap over rows).
 """
 
 from __future__ import annotations
@@ -10,6 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from llmlabel.methods.base import LabelingMethod
+from llmlabel.tuning import FOLDS, Z, choose, fold_ids
+
+#: k candidates, and the default that stays unless another k is better beyond the noise
+KS = (1, 3, 5, 9, 17, 33)
+DEFAULT_K = 9
 
 
 class KNNPrompting(LabelingMethod):
@@ -18,17 +27,22 @@ class KNNPrompting(LabelingMethod):
     Args:
         labeler: supplies the backend (needs `next_token_logprobs`: the transformers backend), task and prompt
             (its fixed `examples` are part of every anchor prompt, as in the paper).
-        k: neighbours; None picks from (1, 3, 5, 9, 17, 33) by dev accuracy when a dev set is given, else 9.
+        k: neighbours; None cross-fits it over the pool among (1, 3, 5, 9, 17, 33) by macro-F1 (9 unless another k
+            is better beyond the noise).
         top_tokens: keep the anchors' distributions on the union of each anchor's most likely tokens (memory and
             noise); None keeps the whole vocabulary.
         batch_size: prompts per backend call (progress is reported per batch).
+        folds: cross-fitting folds for choosing k.
+        z: the paired z another k's gain over the default needs.
     """
 
     name = "knn_prompting"
 
     def __init__(self, labeler, seed: int = 0, k: int | None = None, top_tokens: int | None = 64,
-                 batch_size: int = 128):
+                 batch_size: int = 128, folds: int = FOLDS, z: float = Z):
         super().__init__(labeler, seed)
+        self.folds = folds
+        self.z = z
         self.k = k
         self.top_tokens = top_tokens
         self.batch_size = batch_size
@@ -45,6 +59,7 @@ class KNNPrompting(LabelingMethod):
         return np.concatenate(out).astype(np.float32)
 
     def _fit(self, pool, dev):
+        pool = pool + dev  # cross-fitting uses every labeled row
         logp = self._log_dists([e.text for e in pool], [e.text_pair for e in pool], "knn prompting: anchors")
         if self.top_tokens is not None:
             top = np.argpartition(-logp, self.top_tokens - 1, axis=1)[:, : self.top_tokens]
@@ -57,13 +72,19 @@ class KNNPrompting(LabelingMethod):
         self.y = np.asarray([self.task.names.index(e.label) for e in pool])
         self.report = {"anchors": len(pool), "columns": int(len(self.columns))}
         if self.k is None:
-            if dev:
-                dist = self._distances([e.text for e in dev], [e.text_pair for e in dev])
-                scores = {k: self.accuracy(self._vote(dist, k), dev) for k in (1, 3, 5, 9, 17, 33) if k <= len(pool)}
-                self.k = max(scores, key=lambda k: (scores[k], -k))
-                self.report["dev_accuracy_by_k"] = scores
-            else:
-                self.k = 9
+            # Each pool row's query distribution is its anchor (same prompt): pool x pool distances, no LM call.
+            logq = np.log(np.maximum(self.anchors, 1e-30))
+            dist = self.anchor_negentropy[None, :] - logq @ self.anchors.T
+            folds = fold_ids(self.y, self.folds, self.seed)
+            dist[folds[:, None] == folds[None, :]] = np.inf  # a row is voted on by the other folds' anchors
+            held_out = int(np.bincount(folds).max())
+            ks = [k for k in KS if k <= len(pool) - held_out]
+            candidates = {k: self._vote(dist, k) for k in ks}
+            baseline = DEFAULT_K if DEFAULT_K in candidates else ks[-1]
+            choice = choose(candidates, self.y, baseline=baseline, metric="macro_f1", z=self.z)
+            self.k = int(choice.chosen)
+            choice.extra.update(folds=self.folds)
+            self.report["selection"] = choice.as_dict()
         self.report["k"] = self.k
 
     def _distances(self, texts, pairs) -> np.ndarray:

@@ -4,7 +4,8 @@ the nearest demonstrations most, so order matters.
 - `as_selected`: the selector's order (most similar first for retrievers).
 - `similar_last`: reversed, so the most similar demonstration sits next to the query (Liu et al. 2021).
 - `round_robin`: interleave labels (no long runs of one label; the last label is not always the same).
-- EASE-style search over orderings on a dev set lives in `search_order`.
+- EASE-style search over orderings on a dev set lives in `search_order` (guarded: the given order stays unless
+  another is better beyond the noise).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,10 +45,18 @@ def order_examples(examples: Sequence[Example], ordering: str = "as_selected") -
     raise ConfigError(unknown("ordering", ordering, ORDERINGS))
 
 
-def search_order(examples: Sequence[Example], evaluate: Callable[[list[Example]], float], budget: int = 8,
-                 seed: int = 0) -> tuple[list[Example], list[tuple[float, list[int]]]]:
-    """EASE-style ordering search: try up to `budget` permutations of a fixed demonstration set, score each with
-    `evaluate` (e.g. dev-set accuracy), keep the best. Returns the best order and the trail (score, permutation)."""
+def search_order(examples: Sequence[Example], evaluate: Callable[[list[Example]], Any], budget: int = 8,
+                 seed: int = 0, z: float | None = None) -> tuple[list[Example], list[tuple[float, list[int]]]]:
+    """EASE-style ordering search: try up to `budget` orders of a fixed demonstration set (the given order first),
+    score each with `evaluate`, keep the best. Returns the best order and the trail (mean score, permutation).
+
+    When `evaluate` returns per-row scores on the dev rows (e.g. 1.0 / 0.0 per row for right / wrong), the given
+    order is kept unless the best one's paired gain over it is beyond the row-to-row noise (`llmlabel.tuning.choose`,
+    `z` standard errors, default 2): with a few dozen dev rows, one order beats another by chance. A single number
+    per order cannot be tested, so it picks the plain best.
+    """
+    from llmlabel.tuning import Z, choose
+
     n = len(examples)
     if n <= 1:
         return list(examples), []
@@ -55,9 +65,12 @@ def search_order(examples: Sequence[Example], evaluate: Callable[[list[Example]]
     if n <= 6:
         all_perms = list(itertools.permutations(range(n)))
     trail: list[tuple[float, list[int]]] = []
+    per_row: dict[tuple[int, ...], np.ndarray] = {}
     seen: set[tuple[int, ...]] = set()
-    for _ in range(budget):
-        if all_perms is not None:
+    for step in range(budget):
+        if step == 0:
+            perm = tuple(range(n))  # the given order: the baseline a searched order has to beat
+        elif all_perms is not None:
             if len(seen) == len(all_perms):
                 break
             perm = all_perms[int(rng.integers(len(all_perms)))]
@@ -68,6 +81,11 @@ def search_order(examples: Sequence[Example], evaluate: Callable[[list[Example]]
             if perm in seen:
                 continue
         seen.add(perm)
-        trail.append((float(evaluate([examples[i] for i in perm])), list(perm)))
-    best = max(trail, key=lambda t: t[0])
-    return [examples[i] for i in best[1]], trail
+        value = np.asarray(evaluate([examples[i] for i in perm]), dtype=np.float64)
+        per_row[perm] = value
+        trail.append((float(value.mean()), list(perm)))
+    if all(v.ndim == 1 and len(v) > 1 for v in per_row.values()):
+        best = choose(per_row, [], baseline=tuple(range(n)), metric="row_mean", z=Z if z is None else z).chosen
+    else:
+        best = tuple(max(trail, key=lambda t: t[0])[1])
+    return [examples[i] for i in best], trail

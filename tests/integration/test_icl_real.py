@@ -64,9 +64,10 @@ def test_knn_prompting_and_fusion_on_the_real_model(setup):
     train, dev = split_dev(pool[:60], 12)
     texts = [r["text"] for r in test[:8]]
     knnp = KNNPrompting(Labeler(backend, task)).fit(train, dev)
-    assert knnp.report["anchors"] == 48 and knnp.report["columns"] >= 64
+    assert knnp.report["anchors"] == 60 and knnp.report["columns"] >= 64 and knnp.report["selection"]["rows"] == 60
     assert all(r.label in task.names for r in knnp.label_texts(texts))
     fusion = Fusion(Labeler(backend, task, calibration="batch"), classifier="knn_vote").fit(train, dev)
-    scores = fusion.report["dev_accuracy_by_weight"]
-    assert scores[fusion.report["weight"]] >= max(scores[0.0], scores[1.0])
+    selection = fusion.report["selection"]
+    assert selection["rows"] == 60 and fusion.report["weight"] == selection["chosen"]
+    assert selection["scores"][str(selection["chosen"])] <= selection["scores"]["0.0"]  # log-loss: lower is better
     assert len(fusion.label_texts(texts)) == len(texts)

@@ -52,21 +52,21 @@ def test_classifier_errors_are_one_line():
 
 def test_knn_prompting_votes_in_the_lm_output_space():
     pool, test = make_pool(60), make_pool(30, seed=1)
-    train, dev = split_dev(pool, 12)
-    method = KNNPrompting(Labeler(FakeBackend(), TASK)).fit(train, dev)
-    assert method.report["k"] in (1, 3, 5, 9, 17, 33) and method.report["anchors"] == len(train)
+    method = KNNPrompting(Labeler(FakeBackend(), TASK)).fit(pool)
+    assert method.report["k"] in (1, 3, 5, 9, 17, 33) and method.report["anchors"] == len(pool)
     results = method.label_texts([e.text for e in test])
     assert np.mean([r.label == e.label for r, e in zip(results, test)]) >= 0.8
     assert all(sum(r.label_probs.values()) == pytest.approx(1) for r in results)
 
 
-def test_fusion_picks_the_weight_on_dev_and_is_never_worse_there():
+def test_fusion_cross_fits_the_weight_over_pool_and_dev():
     pool, test = make_pool(60), make_pool(30, seed=1)
     train, dev = split_dev(pool, 12)
     method = Fusion(Labeler(FakeBackend(), TASK), classifier="knn_vote",
                     classifier_options={"embedder": "hashing"}).fit(train, dev)
-    scores = method.report["dev_accuracy_by_weight"]
-    assert scores[method.report["weight"]] == max(scores.values()) >= max(scores[0.0], scores[1.0])
+    selection = method.report["selection"]
+    assert selection["rows"] == 60 and selection["metric"] == "log_loss" and selection["baseline"] == 0.0
+    assert method.report["weight"] == selection["chosen"] and len(selection["scores"]) == 11
     rows = method.label([{"text": e.text, "label": e.label} for e in test])
     assert np.mean([r["label"] == r["gold_label"] for r in rows]) >= 0.8
 
@@ -91,10 +91,13 @@ def test_recipe_with_a_method_runs(tmp_path):
     recipe = {"name": "t", "model": {"backend": "fake"}, "data": {"path": write(tmp_path / "t.jsonl", make_pool(20, 1))},
               "task": {"labels": TASK.names}, "output": {"dir": str(tmp_path / "out")},
               "labeling": {"method": {"name": "fusion", "pool": {"path": write(tmp_path / "p.jsonl", make_pool(60))},
-                                      "dev_size": 12, "options": {"classifier": "logreg_tfidf"}}}}
+                                      "folds": 3, "options": {"classifier": "logreg_tfidf"}}}}
     summary = load_recipe(data=recipe).run(progress=False)
     assert summary["rows"] == 20 and summary["metrics"]["accuracy"] >= 0.8
     assert summary["mode"] == "fusion over score" and 0 <= summary["method"]["weight"] <= 1
     json.dumps(summary)
+    assert summary["method"]["selection"]["rows"] == 60 and summary["method"]["selection"]["folds"] == 3
     with pytest.raises(ConfigError, match=r"'labeling.method.name': unknown method 'fusoin' \(did you mean 'fusion'"):
         load_recipe(data={**recipe, "labeling": {"method": {"name": "fusoin", "pool": {"path": "x"}}}})
+    with pytest.raises(ConfigError, match=r"dev_size is gone: settings are cross-fitted over the whole pool \(set fo"):
+        load_recipe(data={**recipe, "labeling": {"method": {"name": "fusion", "pool": {"path": "x"}, "dev_size": 9}}})
