@@ -24,6 +24,9 @@ class Backend(ABC):
     supports_choices: bool = False
     #: whether `generate(..., json_schema=...)` is supported
     supports_json_schema: bool = False
+    #: whether the backend answers whole decision questions (`decide`, see llmlabel/backends/api.py) rather than
+    #: token-level scores; a class attribute, so asking it never loads a lazy backend's model
+    supports_decide: bool = False
 
     @abstractmethod
     def score(self, prompts: list[str], candidates: list[list[str]], first_token: bool = False) -> list[list[float]]:
