@@ -230,7 +230,9 @@ def _run_recipe(recipe: Recipe, progress: bool, backend: Any) -> dict[str, Any]:
         summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
         summary["method"] = dict(engine.report)  # the chosen settings and their cross-fitted evidence
         summary["llm_stats"] = labeler.stats.as_dict()
-    if hasattr(backend, "api_report"):  # API endpoints: how labels were asked, and the token and cost ledger
+    # API endpoints: how labels were asked, and the token and cost ledger. Asked through the class-level capability
+    # first: any other attribute of a lazy backend would load the model that a fully cached run never needed.
+    if getattr(backend, "supports_decide", False) and hasattr(backend, "api_report"):
         summary["api"] = backend.api_report(engine.stats.computed)
         if getattr(labeler, "_option_plan", None) is not None:
             summary["api"]["options"] = labeler._option_plan.describe()

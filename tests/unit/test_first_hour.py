@@ -123,8 +123,13 @@ def test_fully_cached_run_reports_that_the_model_was_not_loaded(tmp_path, monkey
     recipe = load_recipe(data={"model": {"backend": "fake"}, "data": {"path": "llmlabel:sst2", "limit": 30},
                                "output": {"dir": str(tmp_path)}})
     assert run_recipe(recipe, progress=False)["model_loaded"] is True
+    built = []
+    init = FakeBackend.__init__
+    monkeypatch.setattr(FakeBackend, "__init__", lambda self, *a, **k: (built.append(1), init(self, *a, **k))[1])
     again = run_recipe(recipe, progress=False)
     assert again["model_loaded"] is False and again["stats"]["cached"] == 30
+    # only the front was built: nothing after labeling (the report's sections) loaded the model either
+    assert len(built) == 1
     assert json.loads((tmp_path / "report.json").read_text())["model_loaded"] is False
     assert isinstance(lazy.lazy_backend("fake"), lazy.LazyBackend)
 
