@@ -101,7 +101,8 @@ def test_int8_backend_agrees_with_float32_where_the_margin_is_clear(fp32_backend
     (int8 noise moves label log-probabilities by ~0.1 nats, so close calls may flip; see the backend's docs)."""
     from llmlabel.backends.transformers import TransformersBackend
 
-    int8 = TransformersBackend(quantize="int8")
+    # float32 under the int8 layers, as fp32_backend: dtype auto is bfloat16 on CPUs with AMX
+    int8 = TransformersBackend(quantize="int8", dtype="float32")
     assert int8.model_id == fp32_backend.model_id + "+int8:int8_calibration.v1:alpha0.7:head"
     rows = read_jsonl(shared_data / "sst2" / "validation.jsonl")[:64]
     prompts = [fp32_backend.chat_prompt([{"role": "user", "content": "Is this movie review negative or positive?\n"
