@@ -63,8 +63,8 @@ def test_a_dataset_dict_asks_for_one_split(labeler):
     (("fake",), ArgumentError, "Labeler needs a LabelTask: Labeler(task) labels with the embedded default model, "
                                "Labeler(backend, task) with another; e.g. task = LabelTask(labels=['negative', "
                                "'positive']) (got only the backend 'fake')"),
-    (("fkae", TASK), ConfigError, "unknown backend 'fkae' (did you mean 'fake'?); valid: fake, openai, "
-                                  "transformers, vllm"),
+    (("fkae", TASK), ConfigError, "unknown backend 'fkae' (did you mean 'fake'?); valid: chat, decisions, "
+                                  "fake, openai, systemone, transformers, vllm"),
     ((42, TASK), ArgumentError, "backend must be a Backend (llmlabel.load_backend(...)), a backend name such as "
                                 "'transformers' or 'fake', or None for the default model; got int 42"),
     (("fake", ["negative", "positive"]), ArgumentError, "task must be a LabelTask, got list ['negative', "
