@@ -74,7 +74,7 @@ def _batch_calibrated(probs: list[list[float]]) -> list[list[float]]:
 def run_backend(name: str, backend: Any, dataset: str, rows: list[dict], base_url: str | None) -> dict[str, Any]:
     """Label `rows` with `backend` (calibration none), time it, and measure raw and batch-calibrated quality."""
     from benchmarks.icl import make_task
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
 
     task = make_task(dataset)
     gold = [task.gold(r) for r in rows]
@@ -163,7 +163,7 @@ def main() -> None:
     from llmlabel.backends import http
     from llmlabel.backends.base import load_backend
     from llmlabel.models import resolve_model
-    from llmlabel.testing import start_vllm_server
+    from llmlabel.testing.vllm_server import start_vllm_server
 
     http.PROGRESS_MIN_REQUESTS = 10**9
     data = {d: test_rows(d, n) for d, n in rows_per.items()}

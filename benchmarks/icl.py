@@ -26,11 +26,11 @@ import numpy as np
 
 from llmlabel.cache import ResultCache
 from llmlabel.data import Dataset, load_labels_file
-from llmlabel.labeler import Labeler
+from llmlabel.labeling.labeler import Labeler
 from llmlabel.metrics import evaluate, majority_baseline
 from llmlabel.models import cache_dir
 from llmlabel.selection.base import make_selector, pool_from_rows
-from llmlabel.task import LabelTask
+from llmlabel.core.task import LabelTask
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LLMLABEL_SHARED_DATA", ROOT.parent / "shared" / "data"))

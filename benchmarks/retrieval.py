@@ -45,7 +45,7 @@ from benchmarks.icl import (DATA, TASKS, _threads_for_load, add_engine_args, mak
 from llmlabel.cache import ResultCache  # noqa: E402
 from llmlabel.classifiers.base import make_classifier  # noqa: E402
 from llmlabel.data import Dataset  # noqa: E402
-from llmlabel.labeler import Labeler  # noqa: E402
+from llmlabel.labeling.labeler import Labeler  # noqa: E402
 from llmlabel.methods.fusion import Fusion  # noqa: E402
 from llmlabel.methods.knn_prompting import KNNPrompting  # noqa: E402
 from llmlabel.metrics import evaluate, majority_baseline  # noqa: E402

@@ -186,7 +186,8 @@ def main() -> None:
         if args.driver_rows:
             # The driver's serial work (shards into the object store, results into Parquet, the merge) measured on
             # many rows of an engine that costs nothing: the ceiling of the cluster's rate.
-            from llmlabel.data import Dataset, write_rows
+            from llmlabel.data import Dataset
+            from llmlabel.io import write_rows
 
             base = list(Dataset(sst2))
             corpus = write_rows(({**base[i % len(base)], "id": i} for i in range(args.driver_rows)),

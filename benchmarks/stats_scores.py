@@ -87,7 +87,7 @@ def score(dataset: str, rows: int, audit_rows: int, backend, model_name: str) ->
     """Compute (or resume) every variant of one dataset and save the npz after each."""
     from benchmarks.icl import make_task, test_rows
     from llmlabel.cache import ResultCache
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.models import cache_dir
 
     task = make_task(dataset)

@@ -60,7 +60,7 @@ def load(dataset: str, rows: int, split: str = "test") -> tuple[list[dict], list
 
 
 def make_task(dataset: str, labels: list[str]):
-    from llmlabel.task import LabelTask
+    from llmlabel.core.task import LabelTask
 
     instruction, text_name = TASKS[dataset]
     # Labels as words ("card arrival"): fewer, likelier tokens than "card_arrival", for every path alike.
@@ -70,7 +70,7 @@ def make_task(dataset: str, labels: list[str]):
 def measure(backend, task, rows: list[dict], naive: bool = False, examples: list[dict] | None = None,
             calibration: str = "auto") -> dict:
     """Label `rows` once from an empty cache; items/s, prompt tokens/s, time to first result, accuracy."""
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.metrics import evaluate
 
     if naive:  # free generation, one request per item, parse the answer
@@ -307,7 +307,7 @@ def main() -> None:
     if "openai" in paths:
         from llmlabel.backends.openai import OpenAIBackend
         from llmlabel.models import resolve_model
-        from llmlabel.testing import start_vllm_server
+        from llmlabel.testing.vllm_server import start_vllm_server
 
         start = time.perf_counter()
         with start_vllm_server(resolve_model(None), dtype=hf.dtype, timeout=300) as url:

@@ -30,7 +30,7 @@ def run(dataset: str, rows: int, generate: bool, backend) -> dict:
     """Label the rows under each setting with one loaded model; return the results record."""
     from benchmarks.icl import make_task, test_rows
     from llmlabel.cache import ResultCache
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.metrics import evaluate, majority_baseline
 
     task = make_task(dataset)

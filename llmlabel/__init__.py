@@ -16,10 +16,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "LabelTask": "llmlabel.task",
-    "Label": "llmlabel.task",
-    "Labeler": "llmlabel.labeler",
-    "LabelResult": "llmlabel.labeler",
+    "LabelTask": "llmlabel.core.task",
+    "Label": "llmlabel.core.task",
+    "Labeler": "llmlabel.labeling.labeler",
+    "LabelResult": "llmlabel.labeling.labeler",
     "load_backend": "llmlabel.backends.base",
     "Backend": "llmlabel.backends.base",
     "ResultCache": "llmlabel.cache",

@@ -50,7 +50,7 @@ class ResultCache:
     """
 
     def __init__(self, path: str | Path):
-        from llmlabel.data import make_folder
+        from llmlabel.io import make_folder
 
         self.path = Path(path)
         make_folder(self.path.parent, "cache folder")  # a file in the way, no permission: one line, not a traceback

@@ -200,7 +200,7 @@ def eval_(
     from llmlabel.data import Dataset
     from llmlabel.errors import DataError, suggest, unknown
     from llmlabel.metrics import evaluate, format_report
-    from llmlabel.pipeline import write_json
+    from llmlabel.io import write_json
 
     all_rows = list(Dataset(predictions))
     if not all_rows:
@@ -209,7 +209,7 @@ def eval_(
     gold_col = gold_field or "gold_label"
     if gold_col not in columns:
         # Never fall back to the predicted column (nor suggest it): that scores the predictions against themselves.
-        from llmlabel.labeler import OUTPUT_COLUMNS
+        from llmlabel.labeling.labeler import OUTPUT_COLUMNS
 
         hint = suggest(gold_col, [c for c in columns if c not in OUTPUT_COLUMNS])
         raise DataError(f"{predictions} has no gold column '{gold_col}'{hint}; its columns: "

@@ -117,7 +117,8 @@ def write_hf_dataset(predictions: Path, folder: Path, recipe: Any, labeler: Any,
     from datasets import Dataset as HFDataset
     from datasets import DatasetDict
 
-    from llmlabel.data import Dataset, atomic_write
+    from llmlabel.data import Dataset
+    from llmlabel.io import atomic_write
 
     rows = list(Dataset(predictions))
     split = split_name(recipe)

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmlabel.backends.base import Backend
 from llmlabel.errors import ArgumentError, ConfigError, unknown
-from llmlabel.task import LabelTask
+from llmlabel.core.task import LabelTask
 
 
 def text_problem(value: Any) -> str | None:

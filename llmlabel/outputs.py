@@ -49,7 +49,7 @@ def hold_output_folder(folder: str | Path) -> Iterator[Path]:
 
     A folder that cannot be created or written, or that another run holds, raises a one-line `OutputError`.
     """
-    from llmlabel.data import make_folder
+    from llmlabel.io import make_folder
 
     path = make_folder(Path(folder).expanduser())
     key = str(path.resolve())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Recipe
-from llmlabel.data import Dataset, atomic_write, json_text, load_labels_file, write_rows
+from llmlabel.data import Dataset, load_labels_file
+from llmlabel.io import write_json, write_rows
 from llmlabel.errors import ConfigError, DataError, Interrupted, unknown
-from llmlabel.task import LabelTask
+from llmlabel.core.task import LabelTask
 
 log = logging.getLogger("llmlabel")
 
@@ -117,7 +117,7 @@ def build_engine(recipe: Recipe, task: LabelTask, backend: Any, cache: Any = Non
                  progress: bool = False) -> tuple[Any, Any]:
     """The recipe's `Labeler` over `backend` and the engine that labels rows: the labeler itself, or the labeling
     method wrapped around it. Every executor builds its engines here, so they label alike."""
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
 
     options = dict(mode=recipe.labeling.mode, normalize=recipe.labeling.normalize,
                    calibration=recipe.labeling.calibration, examples=recipe.labeling.examples,
@@ -134,11 +134,6 @@ def build_engine(recipe: Recipe, task: LabelTask, backend: Any, cache: Any = Non
     if recipe.labeling.method is not None:
         engine = build_method(recipe.labeling.method, recipe, labeler)
     return labeler, engine
-
-
-def write_json(data: Any, path: Path) -> None:
-    """Write JSON atomically (temp file, fsync, rename: see `llmlabel.data.atomic_write`)."""
-    atomic_write(path, lambda handle: handle.write(json_text(data, indent=1)))
 
 
 def _interrupted(recipe: Recipe, engine: Any, cache: Any) -> Interrupted:

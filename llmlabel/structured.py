@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmlabel.backends.base import Backend
 from llmlabel.errors import BackendError
-from llmlabel.prompts import load_prompt
+from llmlabel.core.prompts import load_prompt
 
 log = logging.getLogger("llmlabel")
 

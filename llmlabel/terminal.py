@@ -85,7 +85,7 @@ def owned(log_path: str | Path, quiet: bool = False, verbose: bool = False) -> I
             llm_logger.setLevel(saved_level)
             llm_logger.propagate = saved_propagate
         return
-    from llmlabel.data import make_folder
+    from llmlabel.io import make_folder
     from llmlabel.errors import OutputError
 
     path = Path(log_path).expanduser()

@@ -96,7 +96,7 @@ ELSEWHERE: dict[str, tuple[str, str]] = {
     "python -m vllm.entrypoints.openai.api_server --model \"$(python -c 'from llmlabel.models import resolve_model; "
     "print(resolve_model(None))')\" --enforce-eager --block-size 32 --port 8000 &": (
         "tests/integration/conftest.py::vllm_server",
-        "llmlabel.testing.start_vllm_server runs this command on a free port instead of 8000"),
+        "llmlabel.testing.vllm_server.start_vllm_server runs this command on a free port instead of 8000"),
     "llmlabel label data.jsonl --labels positive,negative --backend chat --option base_url=http://127.0.0.1:8000/v1": (
         "tests/integration/test_api_backends_vllm.py::test_cli_label_with_the_chat_backend",
         "against the test's vLLM server on a free port"),

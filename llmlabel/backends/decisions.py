@@ -12,7 +12,7 @@ Request bodies are built as plain JSON in exactly the SDK's shapes (the tests ch
 TypedDicts and parse answers with its `Decision` model), so the runtime needs `httpx` only. Limits: 2-255 choices
 per question, 1-400 questions per request (more predicates are split over several requests).
 
-No live OpenAI Decisions endpoint was tried: the backend is tested against `llmlabel.fault_server`'s
+No live OpenAI Decisions endpoint was tried: the backend is tested against `llmlabel.testing.fault_server`'s
 `/v1/decisions`, which validates the same shapes.
 """
 

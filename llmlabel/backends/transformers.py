@@ -178,7 +178,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         self._int8_head: Any = None
         if quantize == "int8":
             from llmlabel.backends.int8 import int8_head, quantize_int8
-            from llmlabel.prompts import load_prompt
+            from llmlabel.core.prompts import load_prompt
 
             calibration = self.chat_prompt([{"role": "user", "content": load_prompt(INT8_CALIBRATION).render()}])
             calibration_ids = torch.tensor([self.encode(calibration)], device=self.device)

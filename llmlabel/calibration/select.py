@@ -32,7 +32,7 @@ def choose_calibration(backend: Any, task: Any, texts: Sequence[str], labels: Se
     import numpy as np
 
     from llmlabel.errors import ConfigError, suggest
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.tuning import choose
 
     if not texts or len(texts) != len(labels):

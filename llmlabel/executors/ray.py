@@ -79,7 +79,7 @@ class LabelActor:
         from llmlabel.backends.base import load_backend
         from llmlabel.config import Recipe
         from llmlabel.pipeline import build_engine
-        from llmlabel.task import LabelTask
+        from llmlabel.core.task import LabelTask
 
         start = time.perf_counter()
         # Progress bars of model loading would be forwarded from every actor to the driver's terminal.
@@ -136,7 +136,7 @@ class LabelActor:
 
 def _calibration(recipe: Any) -> str | None:
     """The calibrator the recipe's Labelers use ('auto' resolved)."""
-    from llmlabel.labeler import resolve_calibration
+    from llmlabel.labeling.labeler import resolve_calibration
 
     return resolve_calibration(recipe.labeling.calibration, recipe.labeling.mode, recipe.task.multi_label)
 
@@ -249,7 +249,7 @@ class _ShardStore:
                 for path in folder.glob("shard-*.parquet"):
                     path.unlink()
                 (folder / "done.jsonl").unlink(missing_ok=True)
-        from llmlabel.pipeline import write_json
+        from llmlabel.io import write_json
 
         write_json({"fingerprint": fingerprint, "shard_size": shard_size, "rows": total, "shards": self.count},
                    manifest)
@@ -463,9 +463,9 @@ class RayExecutor(Executor):
         """Merge the shards in row order into the predictions file; evaluate and report as the local executor does."""
         import pyarrow.parquet as pq
 
-        from llmlabel.data import write_rows
+        from llmlabel.io import write_rows
         from llmlabel.metrics import evaluate
-        from llmlabel.pipeline import write_json
+        from llmlabel.io import write_json
 
         evaluating = recipe.evaluate and has_gold and not task.multi_label
         gold: list[Any] = []

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from llmlabel.errors import ConfigError
-from llmlabel.labeler import Labeler, LabelResult, LabelStats
+from llmlabel.labeling.labeler import Labeler, LabelResult, LabelStats
 from llmlabel.selection.base import Example
 
 

@@ -63,7 +63,7 @@ def agreement(run: Run) -> dict[str, Any]:
 
 def write_agreement(run: Run) -> tuple[dict[str, Any], Any]:
     """Compute `agreement(run)` and write it to `review_agreement.json` beside the predictions."""
-    from llmlabel.pipeline import write_json
+    from llmlabel.io import write_json
 
     report = agreement(run)
     path = run.reviews_path.parent / AGREEMENT_FILE

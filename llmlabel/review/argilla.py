@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import DataError
-from llmlabel.pipeline import write_json
+from llmlabel.io import write_json
 from llmlabel.review.base import Answer
 from llmlabel.review.run import Run
 

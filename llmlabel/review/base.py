@@ -59,7 +59,7 @@ def review_items(run: Run, picks: list[Pick]) -> list[dict[str, Any]]:
 
 def export_review(run: Run, picks: list[Pick], fmt: str, folder: str | Path) -> list[Path]:
     """Write `picks` in format `fmt` into `folder` and the selection manifest beside them; returns the files."""
-    from llmlabel.pipeline import write_json
+    from llmlabel.io import write_json
 
     if fmt not in formats:
         raise ConfigError(unknown("review format", fmt, formats.names()))

@@ -116,7 +116,7 @@ def gold_cmd(
 ) -> None:
     """Write the reviewed rows with the reviewer's label as `label` (and the LLM's as `llm_label`): a gold file for
     `llmlabel eval --pred-field llm_label`, a method or calibration dev slice, or an exemplar pool."""
-    from llmlabel.data import write_rows
+    from llmlabel.io import write_rows
     from llmlabel.review.run import Run
     from llmlabel.review.use import reviewed_rows
 

@@ -14,7 +14,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from llmlabel.errors import DataError
-from llmlabel.pipeline import write_json
+from llmlabel.io import write_json
 from llmlabel.review.base import Answer
 from llmlabel.review.run import Run
 
@@ -58,7 +58,7 @@ def tasks(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def export(items: list[dict[str, Any]], run: Run, folder: Path) -> list[Path]:
     """Write the tasks JSON and the labeling config XML."""
-    from llmlabel.data import atomic_write
+    from llmlabel.io import atomic_write
 
     tasks_path = folder / "label_studio_tasks.json"
     write_json(tasks(items), tasks_path)

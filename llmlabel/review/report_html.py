@@ -217,7 +217,7 @@ def build_report(run: Run) -> str:
 
 def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Build the HTML report of the run in `run_dir` and write it (default `run_dir/report.html`) atomically."""
-    from llmlabel.data import atomic_write
+    from llmlabel.io import atomic_write
 
     run = Run.load(run_dir)
     text = build_report(run)

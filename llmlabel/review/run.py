@@ -201,7 +201,7 @@ class ReviewLog:
         """Add `records` (each checked for the contract's keys) after the existing ones, atomically."""
         from filelock import FileLock
 
-        from llmlabel.data import atomic_write, json_text
+        from llmlabel.io import atomic_write, json_text
 
         for record in records:
             missing = [k for k in RECORD_KEYS if k not in record]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmlabel.data import write_rows
+from llmlabel.io import write_rows
 from llmlabel.errors import DataError
 from llmlabel.review.base import Answer
 from llmlabel.review.run import Run

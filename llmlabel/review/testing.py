@@ -169,7 +169,7 @@ def label_studio_server(binary: Path, data_dir: Path, timeout: float = 400) -> I
 
     import httpx
 
-    from llmlabel.testing import free_port
+    from llmlabel.testing.vllm_server import free_port
 
     template = binary.parent.parent / TEMPLATE
     if template.is_dir() and not (data_dir / "label_studio.sqlite3").exists():

@@ -58,7 +58,7 @@ def _label_recipe(base: RecipeBase, model: ModelConfig, data: DataConfig, task: 
 
 
 def _write_json(data: Any, path: Path) -> None:
-    from llmlabel.pipeline import write_json
+    from llmlabel.io import write_json
 
     write_json(data, path)
 
@@ -182,7 +182,7 @@ def _llm_label_rows(recipe: AuditRecipe, backend: Any, task: Any, texts: list[st
     """The `label_rows(indices, examples)` callback of `llm_signal`, over the core Labeler."""
     import numpy as np
 
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
 
     lab = recipe.labeling
     vtask = task.model_copy(update={"instruction": instruction}) if instruction else task
@@ -207,7 +207,8 @@ def run_audit(recipe: AuditRecipe, progress: bool = True, backend: Any = None) -
     import numpy as np
 
     from llmlabel.cache import ResultCache
-    from llmlabel.data import Dataset, write_rows
+    from llmlabel.data import Dataset
+    from llmlabel.io import write_rows
     from llmlabel.pipeline import build_task, check_data
     from llmlabel.stats import audit as au
 
@@ -464,7 +465,8 @@ def run_estimate(recipe: EstimateRecipe, progress: bool = True, backend: Any = N
     """Run an estimate recipe end to end (see `EstimateRecipe`)."""
     import numpy as np
 
-    from llmlabel.data import Dataset, write_rows
+    from llmlabel.data import Dataset
+    from llmlabel.io import write_rows
     from llmlabel.stats import estimate as es
 
     started = time.perf_counter()
@@ -505,7 +507,7 @@ def run_estimate(recipe: EstimateRecipe, progress: bool = True, backend: Any = N
     # -- the gold sample ---------------------------------------------------------------------------------------
     gold_cfg = cfg.gold
     index = {n: i for i, n in enumerate(names)}
-    from llmlabel.labeler import OUTPUT_COLUMNS
+    from llmlabel.labeling.labeler import OUTPUT_COLUMNS
 
     # The labeler keeps an input column named like an output column (a gold 'label') as gold_<name>.
     gold_col = data.label_field

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from llmlabel.prompts import load_prompt
+from llmlabel.core.prompts import load_prompt
 from llmlabel.taxonomy.base import (
     Induced,
     InductionContext,

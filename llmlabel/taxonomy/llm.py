@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmlabel.prompts import load_prompt
+from llmlabel.core.prompts import load_prompt
 from llmlabel.taxonomy.base import (
     Induced,
     InductionContext,

@@ -204,7 +204,7 @@ class _LazyBackend:
 
 
 def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
-    from llmlabel.data import write_rows
+    from llmlabel.io import write_rows
 
     return write_rows(rows, path)
 
@@ -222,8 +222,8 @@ def _out_row(row: dict[str, Any], recipe: TntRecipe, extra: dict[str, Any]) -> d
 def _label_llm(backend: Any, labels: dict[str, str], texts: list[str], recipe: TntRecipe, cache: Any,
                progress: bool) -> tuple[list[Any], list[float], Any]:
     """The core Labeler over `texts` with `labels` (name -> description); returns labels, confidences, stats."""
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     lab = recipe.labeling
     tax = recipe.taxonomy
@@ -272,7 +272,7 @@ def run_tnt(recipe: TntRecipe, progress: bool = True, backend: Any = None) -> di
     """Run a tnt_llm recipe end to end (see the module docstring); `backend` may be an already loaded backend."""
     from llmlabel.cache import ResultCache
     from llmlabel.data import Dataset
-    from llmlabel.pipeline import write_json
+    from llmlabel.io import write_json
     from llmlabel.taxonomy import classifiers, methods
     from llmlabel.taxonomy.base import InductionContext, check_taxonomy
     from llmlabel.taxonomy.distill import (

@@ -58,7 +58,7 @@ def _text_column(task: TaskConfig, data: DataConfig) -> str:
 
 
 def _gold_column(label_field: str | None) -> str | None:
-    from llmlabel.labeler import OUTPUT_COLUMNS
+    from llmlabel.labeling.labeler import OUTPUT_COLUMNS
 
     if not label_field:
         return None
@@ -66,7 +66,7 @@ def _gold_column(label_field: str | None) -> str | None:
 
 
 def _write_json(data: Any, path: Path) -> None:
-    from llmlabel.pipeline import write_json
+    from llmlabel.io import write_json
 
     write_json(data, path)
 
@@ -99,7 +99,8 @@ class DistillStudentRecipe(RecipeBase):
         import numpy as np
 
         from llmlabel.backends.base import load_backend
-        from llmlabel.data import Dataset, write_rows
+        from llmlabel.data import Dataset
+        from llmlabel.io import write_rows
         from llmlabel.metrics import evaluate
         from llmlabel.training.filters import confidence_weights, find_label_issues
         from llmlabel.training.student import Student, StudentClassifier, merge_result, update_student_record
@@ -267,8 +268,8 @@ class WeakToStrongRecipe(RecipeBase):
 
         from llmlabel.backends.base import load_backend
         from llmlabel.cache import ResultCache
-        from llmlabel.labeler import Labeler
-        from llmlabel.task import LabelTask
+        from llmlabel.labeling.labeler import Labeler
+        from llmlabel.core.task import LabelTask
 
         fields = self.task.model_dump(exclude={"labels"})
         task = LabelTask(labels=self.task.labels or names, **fields)

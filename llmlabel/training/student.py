@@ -609,7 +609,7 @@ class StudentClassifier:
 
     def label_texts(self, texts: Sequence[str]) -> list[Any]:
         """`LabelResult`s, like `Labeler.label_texts` (empty texts are 'skipped')."""
-        from llmlabel.labeler import LabelResult
+        from llmlabel.labeling.labeler import LabelResult
 
         texts = [str(t) if t is not None else "" for t in texts]
         live = [i for i, t in enumerate(texts) if t.strip()]

@@ -75,7 +75,7 @@ def draw_symbols(kind: str, n: int, rng: np.random.Generator, words: tuple[str, 
 
 def render_icl(examples: list[tuple[str, str]], text: str) -> str:
     """The symbol-ICL prompt: (text, label) exemplars then the query, ending at "Output:" (no instruction)."""
-    from llmlabel.prompts import load_prompt
+    from llmlabel.core.prompts import load_prompt
 
     return load_prompt(PROMPT).render(examples=[{"text": t, "label": lab} for t, lab in examples], text=text)
 

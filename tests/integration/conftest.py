@@ -19,7 +19,7 @@ def model_dir() -> str:
 def vllm_server(model_dir: str) -> Iterator[str]:
     """One float32 vLLM OpenAI-compatible server on 127.0.0.1 for the session; yields its base URL."""
     pytest.importorskip("vllm")
-    from llmlabel.testing import start_vllm_server
+    from llmlabel.testing.vllm_server import start_vllm_server
 
     with start_vllm_server(model_dir, dtype="float32", timeout=300) as base_url:
         yield base_url

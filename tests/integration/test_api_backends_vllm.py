@@ -16,8 +16,8 @@ pytest.importorskip("vllm")
 from helpers import SHARED_DATA  # noqa: E402
 
 from llmlabel.backends.base import load_backend  # noqa: E402
-from llmlabel.labeler import Labeler  # noqa: E402
-from llmlabel.task import LabelTask  # noqa: E402
+from llmlabel.labeling.labeler import Labeler  # noqa: E402
+from llmlabel.core.task import LabelTask  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -98,7 +98,7 @@ def test_cli_label_with_the_chat_backend(vllm_server: str, tmp_path):
 # -- systemone -------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def systemone_server(tmp_path_factory) -> Iterator[str]:
-    from llmlabel.testing import build_tiny_qwen3, start_vllm_server
+    from llmlabel.testing.vllm_server import build_tiny_qwen3, start_vllm_server
 
     folder = build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
     with start_vllm_server(folder, dtype="float32", timeout=600,

@@ -174,8 +174,8 @@ def test_quickstart_recipe_on_real_sst2_rows(tmp_path, shared_data, default_back
 
 
 def test_text_longer_than_context_is_truncated_and_counted(default_backend):
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     task = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment.")
     labeler = Labeler(default_backend, task)
@@ -187,8 +187,8 @@ def test_text_longer_than_context_is_truncated_and_counted(default_backend):
 
 def test_generate_mode_records_parse_status(shared_data, default_backend):
     """Free generation (constraint off) on real rows: every answer is parsed or recorded with a reason."""
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     rows = read_jsonl(shared_data / "sst2" / "test.jsonl")[:6]
     task = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment of the movie review.")

@@ -17,7 +17,7 @@ def setup():
     from llmlabel.backends.transformers import TransformersBackend
     from llmlabel.data import load_labels_file
     from llmlabel.selection.base import pool_from_rows
-    from llmlabel.task import LabelTask
+    from llmlabel.core.task import LabelTask
 
     shared_data = SHARED_DATA
     if not shared_data.exists():
@@ -31,7 +31,7 @@ def setup():
 
 
 def test_knn_demonstrations_are_the_neighbours_and_labels_are_valid(setup):
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.selection.base import make_selector
 
     backend, task, pool, test = setup
@@ -44,7 +44,7 @@ def test_knn_demonstrations_are_the_neighbours_and_labels_are_valid(setup):
 
 
 def test_epr_trains_on_real_lm_scores(setup):
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.selection.base import make_selector
 
     backend, task, pool, test = setup
@@ -55,7 +55,7 @@ def test_epr_trains_on_real_lm_scores(setup):
 
 
 def test_knn_prompting_and_fusion_on_the_real_model(setup):
-    from llmlabel.labeler import Labeler
+    from llmlabel.labeling.labeler import Labeler
     from llmlabel.methods.base import split_dev
     from llmlabel.methods.fusion import Fusion
     from llmlabel.methods.knn_prompting import KNNPrompting

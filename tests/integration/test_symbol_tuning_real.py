@@ -83,8 +83,8 @@ def test_adapter_changed_and_base_weights_untouched(tuned):
 
 def test_adapter_loads_into_the_labeler_and_changes_its_scores(tuned):
     from llmlabel.backends.base import load_backend
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     task = LabelTask(labels=["positive", "negative", "question"])
     probs = {}
@@ -112,8 +112,8 @@ VLLM_DRIVER = textwrap.dedent('''
             result = {"model_id": backend.model_id,
                       "scores": backend.score(spec["prompts"], [spec["candidates"]] * len(spec["prompts"]))}
             # The adapter through the Labeler on vLLM, as a recipe with `model: {backend: vllm, options: {adapter}}`.
-            from llmlabel.labeler import Labeler
-            from llmlabel.task import LabelTask
+            from llmlabel.labeling.labeler import Labeler
+            from llmlabel.core.task import LabelTask
 
             labeler = Labeler(backend, LabelTask(labels=spec["labels"]), calibration="none")
             result["label_probs"] = [r.label_probs for r in labeler.label_texts(spec["texts"])]
@@ -135,8 +135,8 @@ def test_vllm_serves_the_adapter_like_transformers(tuned, tmp_path):
     demos = [("a gorgeous, witty movie", "foo"), ("dull and lifeless", "bar")]
     prompts = [render_icl(demos, t) for t in TEXTS] + [render_icl([], t) for t in TEXTS]
     candidates = [" foo", " bar", " positive", " negative"]
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     labels = ["positive", "negative", "question"]
     reference = load_backend("transformers", None, dtype="float32", adapter=str(tuned["adapter"]))

@@ -1,5 +1,5 @@
 """Helpers for the reliability tests: rows, recipes that point the openai backend at a fault server
-(`llmlabel.fault_server`) on 127.0.0.1, and the nothing-lost-nothing-duplicated check."""
+(`llmlabel.testing.fault_server`) on 127.0.0.1, and the nothing-lost-nothing-duplicated check."""
 
 from __future__ import annotations
 

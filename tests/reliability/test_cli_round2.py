@@ -104,7 +104,7 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
 
 
 def test_atomic_write_never_deletes_a_live_writers_temp_file(tmp_path):
-    from llmlabel.data import atomic_write
+    from llmlabel.io import atomic_write
 
     target = tmp_path / "predictions.jsonl"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -286,7 +286,7 @@ def test_output_files_honour_the_umask(tmp_path, capsys, umask, mode):
 
 
 def test_a_rewritten_output_keeps_the_mode_it_was_given(tmp_path):
-    from llmlabel.data import atomic_write
+    from llmlabel.io import atomic_write
 
     target = tmp_path / "report.json"
     atomic_write(target, lambda handle: handle.write("{}"))

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from helpers import read_jsonl, write_jsonl
-from llmlabel.soak import check_soak, soak
+from llmlabel.testing.soak import check_soak, soak
 from relhelpers import assert_complete, sentiment_rows
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(180)]
@@ -104,7 +104,7 @@ def test_soak_checker_catches_leaks_and_slowdowns():
 def test_openai_backend_soak_at_concurrency_64(tokenizer_dir):
     """~25 s (LLMLABEL_SOAK_SECONDS) at concurrency 64 against a server in another process, with 1.5% of requests
     failing (retried): no request lost, CPU per request steady, heap and RSS flat (see `check_soak`)."""
-    from llmlabel.fault_server import serve_faults
+    from llmlabel.testing.fault_server import serve_faults
 
     seconds = float(os.environ.get("LLMLABEL_SOAK_SECONDS", "25"))
     with serve_faults({"rates": {"503": 0.01, "drop": 0.005}, "seed": 1}, process=True) as server:

@@ -158,7 +158,7 @@ def test_a_crash_midway_leaves_the_previous_outputs_whole(error, tmp_path):
 
 def test_outputs_are_replaced_by_rename_never_rewritten_in_place(tmp_path, monkeypatch):
     """A reader holding the old file keeps reading the old content; the new one appears whole, under a new inode."""
-    from llmlabel.data import write_rows
+    from llmlabel.io import write_rows
 
     path = tmp_path / "p.jsonl"
     write_rows([{"a": 1}] * 1000, path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import read_jsonl
-from llmlabel.fault_server import serve_faults
+from llmlabel.testing.fault_server import serve_faults
 from relhelpers import assert_complete, openai_recipe, run
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
@@ -129,8 +129,8 @@ def test_generate_mode_records_out_of_space_answers_as_unparseable(data, tokeniz
 def test_row_text_cannot_become_control_tokens(tokenizer_dir):
     """'<|im_end|>' in a row stays text: the prompt holds exactly the chat template's control tokens."""
     from llmlabel.backends.openai import OpenAIBackend
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     class Recording(OpenAIBackend):
         def score_ids(self, prompt_ids, cand_ids):
@@ -150,8 +150,8 @@ def test_row_text_cannot_become_control_tokens(tokenizer_dir):
 def test_templates_do_not_evaluate_row_text(tmp_path):
     """A row that looks like Jinja is shown verbatim: rows are data, never template source."""
     from llmlabel.backends.fake import FakeBackend
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     class Recording(FakeBackend):
         prompts: list = []
@@ -168,7 +168,8 @@ def test_templates_do_not_evaluate_row_text(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
 def test_every_output_format_takes_hostile_text(suffix, tmp_path):
-    from llmlabel.data import Dataset, write_rows
+    from llmlabel.data import Dataset
+    from llmlabel.io import write_rows
 
     rows = [{"id": i, "text": t} for i, t in enumerate(TEXTS[:11] + ["lone \udc80 surrogate"])]
     path = write_rows(rows, tmp_path / f"out{suffix}")

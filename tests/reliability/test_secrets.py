@@ -17,7 +17,7 @@ from helpers import write_jsonl
 from llmlabel.cli import main
 from llmlabel.config import load_recipe
 from llmlabel.errors import ConfigError
-from llmlabel.fault_server import serve_faults
+from llmlabel.testing.fault_server import serve_faults
 from relhelpers import openai_recipe, sentiment_rows
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]

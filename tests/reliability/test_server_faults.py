@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_jsonl
-from llmlabel.fault_server import FAULT_KINDS, serve_faults, synthetic_score
+from llmlabel.testing.fault_server import FAULT_KINDS, serve_faults, synthetic_score
 from relhelpers import assert_complete, openai_recipe, run, sentiment_rows
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
@@ -193,8 +193,8 @@ def test_failed_calibration_probes_fail_rows_not_the_run(calibration, tmp_path):
     from llmlabel.backends.fake import FakeBackend
     from llmlabel.cache import ResultCache
     from llmlabel.errors import BackendError
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     class ProbesFail(FakeBackend):
         down = True

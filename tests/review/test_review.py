@@ -353,7 +353,7 @@ def test_reviewed_rows_serve_as_exemplar_pool_and_calibration_dev_slice(sst2_run
     from llmlabel.config import load_recipe
     from llmlabel.pipeline import run_recipe
     from llmlabel.review.use import reviewed_rows
-    from llmlabel.task import LabelTask
+    from llmlabel.core.task import LabelTask
 
     run = Run.load(sst2_run)
     files = export_review(run, select_rows(run, "random", 20), "jsonl", sst2_run / "review")

@@ -17,9 +17,9 @@ import pytest
 
 from llmlabel.backends.api import label_groups, plan_options
 from llmlabel.errors import ConfigError
-from llmlabel.fault_server import serve_faults
-from llmlabel.labeler import Labeler
-from llmlabel.task import LabelTask
+from llmlabel.testing.fault_server import serve_faults
+from llmlabel.labeling.labeler import Labeler
+from llmlabel.core.task import LabelTask
 
 SENTIMENT = ["positive", "negative"]
 TEXTS = ["a wonderful, moving film", "dull and far too long", "I laughed all the way through", "a waste of time",

@@ -12,7 +12,8 @@ import pytest
 from helpers import REPO, read_jsonl, write_jsonl
 from llmlabel.cli import main
 from llmlabel.config import load_recipe
-from llmlabel.data import Dataset, write_rows
+from llmlabel.data import Dataset
+from llmlabel.io import write_rows
 from llmlabel.errors import ConfigError, DataError
 
 

@@ -88,8 +88,8 @@ def test_lazy_backend_loads_only_when_a_row_needs_computing(tmp_path):
     from llmlabel.backends.fake import FakeBackend
     from llmlabel.backends.lazy import LazyBackend
     from llmlabel.cache import ResultCache
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     loads = []
 
@@ -234,8 +234,8 @@ def test_labeling_bar_moves_while_the_backend_scores_a_chunk():
     """Backends report finished prompts (`llmlabel.terminal.prompts_done`); the bar follows within a chunk."""
     from llmlabel import terminal
     from llmlabel.backends.fake import FakeBackend
-    from llmlabel.labeler import Labeler
-    from llmlabel.task import LabelTask
+    from llmlabel.labeling.labeler import Labeler
+    from llmlabel.core.task import LabelTask
 
     seen = []
 

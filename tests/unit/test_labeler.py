@@ -9,8 +9,8 @@ import pytest
 from llmlabel.backends.fake import FakeBackend
 from llmlabel.cache import ResultCache
 from llmlabel.errors import ConfigError, DataError
-from llmlabel.labeler import Labeler
-from llmlabel.task import LabelTask
+from llmlabel.labeling.labeler import Labeler
+from llmlabel.core.task import LabelTask
 
 TASK = LabelTask(labels=["negative", "positive"], instruction="Classify the sentiment.")
 

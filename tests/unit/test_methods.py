@@ -9,12 +9,12 @@ import pytest
 from llmlabel.backends.fake import FakeBackend
 from llmlabel.classifiers.base import make_classifier
 from llmlabel.errors import ConfigError
-from llmlabel.labeler import Labeler
+from llmlabel.labeling.labeler import Labeler
 from llmlabel.methods.base import split_dev
 from llmlabel.methods.fusion import Fusion
 from llmlabel.methods.knn_prompting import KNNPrompting
 from llmlabel.selection.base import Example
-from llmlabel.task import LabelTask
+from llmlabel.core.task import LabelTask
 
 WORDS = {"sports": "match team goal coach league score", "business": "market stock profit bank shares trade",
          "science": "space physics lab cell gene research"}

@@ -177,7 +177,7 @@ def test_400_fails_at_once_with_one_line_and_no_key(serve, tokenizer_dir):
 
 
 def test_connection_refused_is_one_line(tokenizer_dir):
-    from llmlabel.testing import free_port
+    from llmlabel.testing.vllm_server import free_port
 
     backend = OpenAIBackend(base_url=f"http://127.0.0.1:{free_port()}/v1", tokenizer=tokenizer_dir,
                             served_model="m", max_retries=1, backoff=0.0, timeout=5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmlabel.metrics import cohen_kappa, confusion, evaluate, expected_calibration_error, per_class
-from llmlabel.parsing import parse_answer
+from llmlabel.core.parsing import parse_answer
 
 LABELS = ["card_arrival", "card", "lost_or_stolen_card"]
 

@@ -10,11 +10,11 @@ import pytest
 
 from llmlabel.backends.fake import FakeBackend
 from llmlabel.errors import ConfigError, DataError
-from llmlabel.labeler import Labeler
+from llmlabel.labeling.labeler import Labeler
 from llmlabel.selection.base import Example, make_selector
 from llmlabel.selection.ordering import order_examples, search_order
 from llmlabel.selection.votek import votek_select
-from llmlabel.task import LabelTask
+from llmlabel.core.task import LabelTask
 
 POOL = [Example(t, lab) for t, lab in [
     ("the movie was great fun", "positive"), ("a great and moving film", "positive"),

@@ -14,7 +14,7 @@ from helpers import REPO
 from llmlabel.backends.base import resolve_adapter
 from llmlabel.config import DataConfig, load_recipe
 from llmlabel.errors import ConfigError
-from llmlabel.prompts import load_prompt
+from llmlabel.core.prompts import load_prompt
 from llmlabel.training.icl_stress import StressConfig, StressTask, evaluate_task, summarize
 from llmlabel.training.symbol_tuning import (EVAL_WORDS, TRAIN_WORDS, LabeledSource, SymbolTuningConfig,
                                              answer_loss, build_symbol_prompts, draw_symbols, tokenize_prompts)

@@ -12,11 +12,11 @@ import pytest
 from llmlabel.backends.fake import FakeBackend
 from llmlabel.classifiers.base import make_classifier
 from llmlabel.errors import ConfigError
-from llmlabel.labeler import Labeler
+from llmlabel.labeling.labeler import Labeler
 from llmlabel.methods.fusion import Fusion
 from llmlabel.methods.stacking import Stacking
 from llmlabel.selection.base import Example
-from llmlabel.task import LabelTask
+from llmlabel.core.task import LabelTask
 from llmlabel.tuning import choose, cross_fit, fold_ids, paired_gain
 
 WORDS = {"sports": "match team goal coach league", "business": "market stock profit bank shares",

@@ -21,7 +21,7 @@ def _prompt_dir() -> Path:
             return path
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "prompts"  # a source checkout
+    return Path(__file__).resolve().parents[2] / "prompts"  # a source checkout
 
 
 def available() -> dict[str, list[int]]:

@@ -33,7 +33,7 @@ never faulted: `GET /_faults/stats` (counters), `POST /_faults/config` (change t
         ...
         server.stats()["faults"]     # {"503": 41, "drop": 9}
 
-`serve_faults(..., process=True)` runs it in a child process (`python -m llmlabel.fault_server`), so a load test
+`serve_faults(..., process=True)` runs it in a child process (`python -m llmlabel.testing.fault_server`), so a load test
 measures the client alone; the handle works the same either way.
 """
 
@@ -761,10 +761,10 @@ def _thread_server(plan: FaultPlan, host: str, port: int) -> tuple[int, Any]:
 
 
 def _process_server(plan: FaultPlan, host: str, port: int) -> tuple[int, Any]:
-    """Start the server as `python -m llmlabel.fault_server` in its own process group; returns (port, stop)."""
-    from llmlabel.testing import _stop
+    """Start the server as `python -m llmlabel.testing.fault_server` in its own process group; returns (port, stop)."""
+    from llmlabel.testing.vllm_server import _stop
 
-    cmd = [sys.executable, "-m", "llmlabel.fault_server", "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "llmlabel.testing.fault_server", "--host", host, "--port", str(port),
            "--plan", json.dumps(asdict(plan))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True, text=True)
@@ -796,7 +796,7 @@ def serve_faults(plan: dict[str, Any] | FaultPlan | None = None, process: bool =
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m llmlabel.fault_server --port 0 --plan '{"rates": {"503": 0.1}}'`: serve until killed.
+    """`python -m llmlabel.testing.fault_server --port 0 --plan '{"rates": {"503": 0.1}}'`: serve until killed.
 
     Prints `READY <port>` once it listens.
     """

@@ -24,9 +24,9 @@ from llmlabel.cache import ResultCache, cache_key
 from llmlabel.errors import ArgumentError, BackendError, ConfigError, PartialFailure, suggest, unknown
 from llmlabel.inputs import (check_backend_and_task, checked_rows, describe_value, string_list, table_kind,
                              text_problem)
-from llmlabel.parsing import parse_answer
-from llmlabel.prompts import load_prompt
-from llmlabel.task import LabelTask
+from llmlabel.core.parsing import parse_answer
+from llmlabel.core.prompts import load_prompt
+from llmlabel.core.task import LabelTask
 
 log = logging.getLogger("llmlabel")
 

@@ -2,7 +2,7 @@
 
 `start_vllm_server` runs vLLM's API server as a child process in its own process group, waits until it answers
 `GET /v1/models`, yields its base URL and always stops the whole group on exit, so no server outlives a test run.
-For tests that need a misbehaving server rather than a real model, see `llmlabel.fault_server` (and `llmlabel.soak`
+For tests that need a misbehaving server rather than a real model, see `llmlabel.testing.fault_server` (and `llmlabel.testing.soak`
 for load tests of the openai backend).
 """
 

@@ -1,0 +1,1 @@
+"""The labeling engine: rows -> prompts -> backend -> labels with probabilities (see `labeler.Labeler`)."""
