@@ -19,7 +19,7 @@ _EXPORTS = {
     "LabelTask": "llmlabel.core.task",
     "Label": "llmlabel.core.task",
     "Labeler": "llmlabel.labeling.labeler",
-    "LabelResult": "llmlabel.labeling.labeler",
+    "LabelResult": "llmlabel.core.results",
     "load_backend": "llmlabel.backends.base",
     "Backend": "llmlabel.backends.base",
     "ResultCache": "llmlabel.cache",

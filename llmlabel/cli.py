@@ -209,7 +209,7 @@ def eval_(
     gold_col = gold_field or "gold_label"
     if gold_col not in columns:
         # Never fall back to the predicted column (nor suggest it): that scores the predictions against themselves.
-        from llmlabel.labeling.labeler import OUTPUT_COLUMNS
+        from llmlabel.core.results import OUTPUT_COLUMNS
 
         hint = suggest(gold_col, [c for c in columns if c not in OUTPUT_COLUMNS])
         raise DataError(f"{predictions} has no gold column '{gold_col}'{hint}; its columns: "

@@ -14,7 +14,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -26,6 +25,7 @@ from llmlabel.inputs import (check_backend_and_task, checked_rows, describe_valu
                              text_problem)
 from llmlabel.core.parsing import parse_answer
 from llmlabel.core.prompts import load_prompt
+from llmlabel.core.results import OUTPUT_COLUMNS, LabelResult, LabelStats, gold_column, merge_columns
 from llmlabel.core.task import LabelTask
 
 log = logging.getLogger("llmlabel")
@@ -49,56 +49,6 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 #: truncated anyway, and tokenizing a 1 MB text three times to find the cut took seconds per row. (A token covers
 #: far fewer characters than this, so the cut prefix still fills the context.)
 MAX_CHARS_PER_TOKEN = 32
-
-#: Columns the labeler adds to each row.
-OUTPUT_COLUMNS = ("label", "label_probs", "confidence", "status", "reason", "raw_answer", "truncated")
-
-
-@dataclass
-class LabelResult:
-    """The outcome for one row. `status` is 'ok', 'unparseable', 'failed', 'refused' (a decision endpoint declined)
-    or 'skipped'; `reason` says why not ok."""
-
-    label: str | list[str] | None
-    label_probs: dict[str, float]
-    confidence: float
-    status: str = "ok"
-    reason: str | None = None
-    raw_answer: str | None = None
-    truncated: bool = False
-
-    def as_columns(self, mode: str) -> dict[str, Any]:
-        """Output columns for a row (generate mode adds `raw_answer`)."""
-        cols = asdict(self)
-        if mode != "generate":
-            cols.pop("raw_answer")
-        return cols
-
-
-@dataclass
-class LabelStats:
-    """Counters for a run: rows, where results came from, and what went wrong."""
-
-    rows: int = 0
-    cached: int = 0
-    computed: int = 0
-    truncated: int = 0
-    #: rows whose text held lone surrogates (invalid Unicode), shown to the model as U+FFFD
-    invalid_text: int = 0
-    statuses: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    @property
-    def items_per_second(self) -> float:
-        """Rows per second of wall time."""
-        return self.rows / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON reports."""
-        return {"rows": self.rows, "cached": self.cached, "computed": self.computed, "truncated": self.truncated,
-                "invalid_text": self.invalid_text, "statuses": dict(self.statuses), "seconds": round(self.seconds, 3),
-                "items_per_second": round(self.items_per_second, 3)}
-
 
 def _failed(names: list[str], reason: str, truncated: bool = False) -> LabelResult:
     """A row kept as failed: no label, zero probabilities, the reason."""
@@ -788,18 +738,9 @@ class Labeler:
     @property
     def gold_column(self) -> str | None:
         """Name of the gold column in merged output rows (renamed when it collides with an output column)."""
-        field = self.task.label_field
-        if field and field in OUTPUT_COLUMNS:
-            return f"gold_{field}"
-        return field
+        return gold_column(self.task.label_field)
 
     def merge(self, row: dict[str, Any], result: LabelResult) -> dict[str, Any]:
         """`row` plus the result's columns. An input column with an output column's name is kept, renamed:
         the gold column to 'gold_<name>' (so a gold 'label' becomes 'gold_label'), any other to 'input_<name>'."""
-        columns = result.as_columns(self.mode)
-        out = dict(row)
-        for name in columns:
-            if name in out:
-                out[f"gold_{name}" if name == self.task.label_field else f"input_{name}"] = out.pop(name)
-        out.update(columns)
-        return out
+        return merge_columns(row, result.as_columns(self.mode), self.task.label_field)

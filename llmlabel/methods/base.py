@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from llmlabel.errors import ConfigError
-from llmlabel.labeling.labeler import Labeler, LabelResult, LabelStats
+from llmlabel.core.results import LabelResult, LabelStats
+from llmlabel.labeling.labeler import Labeler
 from llmlabel.selection.base import Example
 
 

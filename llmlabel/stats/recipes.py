@@ -507,7 +507,7 @@ def run_estimate(recipe: EstimateRecipe, progress: bool = True, backend: Any = N
     # -- the gold sample ---------------------------------------------------------------------------------------
     gold_cfg = cfg.gold
     index = {n: i for i, n in enumerate(names)}
-    from llmlabel.labeling.labeler import OUTPUT_COLUMNS
+    from llmlabel.core.results import OUTPUT_COLUMNS
 
     # The labeler keeps an input column named like an output column (a gold 'label') as gold_<name>.
     gold_col = data.label_field

@@ -211,12 +211,9 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def _out_row(row: dict[str, Any], recipe: TntRecipe, extra: dict[str, Any]) -> dict[str, Any]:
     """An input row plus output columns; an input column with an output column's name is kept as gold_/input_."""
-    out = dict(row)
-    for name in extra:
-        if name in out:
-            out[f"gold_{name}" if name == recipe.data.label_field else f"input_{name}"] = out.pop(name)
-    out.update(extra)
-    return out
+    from llmlabel.core.results import merge_columns
+
+    return merge_columns(row, extra, recipe.data.label_field)
 
 
 def _label_llm(backend: Any, labels: dict[str, str], texts: list[str], recipe: TntRecipe, cache: Any,

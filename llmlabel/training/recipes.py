@@ -58,7 +58,7 @@ def _text_column(task: TaskConfig, data: DataConfig) -> str:
 
 
 def _gold_column(label_field: str | None) -> str | None:
-    from llmlabel.labeling.labeler import OUTPUT_COLUMNS
+    from llmlabel.core.results import OUTPUT_COLUMNS
 
     if not label_field:
         return None

@@ -609,7 +609,7 @@ class StudentClassifier:
 
     def label_texts(self, texts: Sequence[str]) -> list[Any]:
         """`LabelResult`s, like `Labeler.label_texts` (empty texts are 'skipped')."""
-        from llmlabel.labeling.labeler import LabelResult
+        from llmlabel.core.results import LabelResult
 
         texts = [str(t) if t is not None else "" for t in texts]
         live = [i for i, t in enumerate(texts) if t.strip()]
@@ -631,13 +631,9 @@ class StudentClassifier:
 
 def merge_result(row: dict[str, Any], result: Any, label_field: str | None = "label") -> dict[str, Any]:
     """`row` plus a LabelResult's columns; colliding input columns renamed like `Labeler.merge` does."""
-    columns = result.as_columns("score")
-    out = dict(row)
-    for name in columns:
-        if name in out:
-            out[f"gold_{name}" if name == label_field else f"input_{name}"] = out.pop(name)
-    out.update(columns)
-    return out
+    from llmlabel.core.results import merge_columns
+
+    return merge_columns(row, result.as_columns("score"), label_field)
 
 
 def update_student_record(path: str | Path, metrics: dict[str, Any]) -> None:
