@@ -228,6 +228,8 @@ def main() -> None:
     parser.add_argument("--engine-datasets", default="sst2",
                         help="datasets the vllm/openai paths label (vLLM on CPU is slow for many labels)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--out", type=Path, help="write the record here instead of benchmarks/results and the README "
+                        "(e.g. to compare two versions of the code)")
     parser.add_argument("--dtype", default="auto", help="transformers dtype for every transformers path (auto: the "
                         "faster one on this machine: float32 without AMX, bfloat16 with it or on a GPU)")
     args = parser.parse_args()
@@ -317,6 +319,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             record["rss_mib"] = {str(n): peak_rss(n, Path(tmp)) for n in (1000, 10000)}
         print("peak RSS MiB:", record["rss_mib"])
+    if args.out is not None:  # a check run: the record there; results and README untouched
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "throughput.json").write_text(json.dumps(record, indent=1) + "\n")
     if record.get("scaling"):

@@ -7,6 +7,8 @@ table:
 
     python benchmarks/zero_shot.py                              # all six datasets, 200 rows each
     python benchmarks/zero_shot.py --datasets sst2 --rows 500 --generate
+    python benchmarks/zero_shot.py --dtype float32 --labels-out /tmp/labels.json   # a check: every row's label per
+                                                              # setting, written there (results and README untouched)
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "zero_shot.json"
 DATASETS = ("sst2", "ag_news", "trec", "rte", "banking77", "clinc150")
 
 
-def run(dataset: str, rows: int, generate: bool, backend) -> dict:
-    """Label the rows under each setting with one loaded model; return the results record."""
+def run(dataset: str, rows: int, generate: bool, backend, labels: dict | None = None) -> dict:
+    """Label the rows under each setting with one loaded model; return the results record (and put each setting's
+    row labels into `labels`, when given)."""
     from benchmarks.icl import make_task, test_rows
     from llmlabel.cache import ResultCache
     from llmlabel.labeling.labeler import Labeler
@@ -60,6 +63,8 @@ def run(dataset: str, rows: int, generate: bool, backend) -> dict:
             labeler = Labeler(backend, task, cache=cache, progress=True, chunk_size=64, **options)
             out = labeler.label(items)
             backend.supports_choices = True
+            if labels is not None:
+                labels.setdefault(dataset, {})[name] = [r["label"] for r in out]
             report = evaluate(gold, [r["label"] for r in out], names, [r["confidence"] for r in out])
             timed = labeler.stats.computed == len(items)
             record["settings"].append({
@@ -106,6 +111,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--generate", action="store_true", help="add the slow free-generation setting")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--dtype", default="auto", help="model dtype (float32 for comparing two versions of the code)")
+    parser.add_argument("--labels-out", type=Path, help="write every row's label per setting here instead of the "
+                        "results file and README (a before/after check of a refactor)")
     args = parser.parse_args()
     import torch
 
@@ -113,7 +121,14 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    backend = TransformersBackend()
+    backend = TransformersBackend(dtype=args.dtype)
+    if args.labels_out is not None:
+        labels: dict = {}
+        for dataset in args.datasets.split(","):
+            run(dataset, args.rows, args.generate, backend, labels)
+        args.labels_out.write_text(json.dumps(labels, indent=1) + "\n")
+        print(f"wrote {args.labels_out}")
+        return
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results = {k: v for k, v in results.items() if "labels" in v}  # drop records from the older format
     for dataset in args.datasets.split(","):
