@@ -16,8 +16,10 @@ class DomainCalibrator(Calibrator):
     """
 
     name = "domain"
+    draws_on_seen_texts = True
 
     def __init__(self, samples: int = 20):
+        super().__init__()
         self.samples = samples
 
     def probes(self, context: CalibrationContext) -> list[tuple[str, str | None]]:

@@ -17,8 +17,10 @@ class InContextCalibrator(Calibrator):
     """
 
     name = "incontext"
+    draws_on_seen_texts = True
 
     def __init__(self, samples: int = 8):
+        super().__init__()
         self.samples = samples
 
     def probes(self, context: CalibrationContext) -> list[tuple[str, str | None]]:
