@@ -111,8 +111,9 @@ class Calibrator:
     def needs_warmup(self, per_row_demonstrations: bool) -> bool:
         """Whether the prior depends on the first rows an engine labels, so an engine that labels a later part of
         the data must first see the data's first chunk to calibrate as one engine over all of it does. Probe
-        priors do when demonstrations are chosen per row (the shared prior comes from the first chunk's)."""
-        return per_row_demonstrations
+        priors do when they draw on the texts seen first, or when demonstrations are chosen per row (the shared
+        prior comes from the first chunk's)."""
+        return self.draws_on_seen_texts or per_row_demonstrations
 
     def bind(self, scorer: ProbeScorer) -> None:
         """Lend the calibrator the engine's probe scoring (once, before the first row)."""
