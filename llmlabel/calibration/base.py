@@ -178,3 +178,16 @@ class Calibrator:
         scaled = probs / np.maximum(prior, 1e-12)
         total = scaled.sum(axis=-1, keepdims=True)
         return np.where(total > 0, scaled / np.where(total > 0, total, 1), probs)
+
+
+class SampledCalibrator(Calibrator):
+    """Base of calibrators whose probes are a sample (`samples` of them) drawn from in-domain texts or
+    demonstrations, which are the first rows labeled when none were given."""
+
+    draws_on_seen_texts = True
+    #: probes when `samples` is not given
+    default_samples: ClassVar[int] = 8
+
+    def __init__(self, samples: int | None = None):
+        super().__init__()
+        self.samples = self.default_samples if samples is None else samples
