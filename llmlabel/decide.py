@@ -14,23 +14,21 @@ from typing import Any
 
 from llmlabel.backends.api import DecisionAnswer, DecisionRow, OptionPlan, Question, plan_options
 from llmlabel.errors import BackendError
+from llmlabel.labeling.compute import call_each
+from llmlabel.labeling.raw import Raw, Refused, Scores, YesNo
 
 #: what a question asks, by kind
 CHOICE_INSTRUCTIONS = "Which label fits the text?"
 
 
-def option_plan(labeler: Any) -> OptionPlan:
-    """The labeler's plan (made once): direct, shortlist or two-level, by the backend's option limit."""
-    plan = getattr(labeler, "_option_plan", None)
-    if plan is None:
-        names = labeler.task.texts_shown
-        limit = int(labeler.backend.max_options)
-        if labeler.task.multi_label:
-            plan = OptionPlan("predicates", limit, len(names))
-        else:
-            plan = plan_options(names, limit, labeler.restrict_labels)
-        labeler._option_plan = plan
-    return plan
+def plan_for(labeler: Any) -> OptionPlan:
+    """The labeler's plan: direct, shortlist or two-level, by the backend's option limit (`Labeler.option_plan`
+    makes it once)."""
+    names = labeler.task.texts_shown
+    limit = int(labeler.backend.max_options)
+    if labeler.task.multi_label:
+        return OptionPlan("predicates", limit, len(names))
+    return plan_options(names, limit, labeler.restrict_labels)
 
 
 def _state(labeler: Any, text: str, pair: str | None) -> str:
@@ -42,7 +40,8 @@ def _state(labeler: Any, text: str, pair: str | None) -> str:
 def _row(labeler: Any, item: Any, options: list[tuple[str, str | None]], answer_of: dict[str, str]) -> DecisionRow:
     """One choice question over `options` for `item`; demonstrations' labels shown as `answer_of[label name]`."""
     task = labeler.task
-    examples = [{**ex, "label": answer_of.get(ex["label"], labeler._shown[ex["label"]])} for ex in item.examples]
+    shown = labeler.prompting.shown
+    examples = [{**ex, "label": answer_of.get(ex["label"], shown[ex["label"]])} for ex in item.examples]
     prompt = labeler.template.render(
         instruction=task.instruction, labels=[{"name": n, "description": d} for n, d in options], label=None,
         examples=examples, text_name=task.text_name, text_pair_name=task.text_pair_name, text=item.text,
@@ -87,27 +86,27 @@ def _note(answer: DecisionAnswer, backend: Any) -> str | None:
     return None
 
 
-def _refused(answer: DecisionAnswer) -> dict[str, Any]:
+def _refused(answer: DecisionAnswer) -> Refused:
     reason = "; ".join(answer.refusals) or "the endpoint refused to answer"
-    return {"refused": reason, "usage": answer.usage}
+    return Refused(reason, info={"usage": answer.usage})
 
 
-def decide_raw(labeler: Any, items: list[Any]) -> list[dict[str, Any] | BackendError]:
-    """Raw results for `items` (the Labeler's `_Item`s) through the backend's `decide`."""
+def decide_raw(labeler: Any, items: list[Any]) -> list[Raw | BackendError]:
+    """Raw results for `items` (`llmlabel.labeling.raw.Item`s) through the backend's `decide`."""
     backend, task = labeler.backend, labeler.task
-    plan = option_plan(labeler)
+    plan = labeler.option_plan
     n = len(task.labels)
     if task.multi_label:
-        answers = labeler._call(len(items), backend.decide, [_predicates(labeler, it) for it in items])
-        out: list[dict[str, Any] | BackendError] = []
+        answers = call_each(len(items), backend.decide, [_predicates(labeler, it) for it in items])
+        out: list[Raw | BackendError] = []
         for answer in answers:
             if isinstance(answer, BackendError):
                 out.append(answer)
             elif any(a is None for a in answer.answers):
                 out.append(_refused(answer))
             else:
-                out.append({"yes_no": [list(a) for a in answer.answers], "usage": answer.usage,
-                            "method": answer.method, "note": _note(answer, backend)})
+                out.append(YesNo([list(a) for a in answer.answers], info={
+                    "usage": answer.usage, "method": answer.method, "note": _note(answer, backend)}))
         return out
     if plan.strategy == "shortlist" and any(it.cands is None for it in items):
         # Rows without a shortlist (calibration probes: they have no neighbours) are asked in two levels.
@@ -125,7 +124,7 @@ def decide_raw(labeler: Any, items: list[Any]) -> list[dict[str, Any] | BackendE
     return _decide_with(labeler, items, plan)
 
 
-def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[dict[str, Any] | BackendError]:
+def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[Raw | BackendError]:
     """Single-label raw results for `items` under `plan`."""
     backend, task = labeler.backend, labeler.task
     n = len(task.labels)
@@ -135,7 +134,7 @@ def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[dict[
             indices = list(range(n)) if it.cands is None else sorted(it.cands)
             cands.append(indices)
             rows.append(_row(labeler, it, _options(labeler, indices), {}))
-        answers = labeler._call(len(rows), backend.decide, rows)
+        answers = call_each(len(rows), backend.decide, rows)
         out = []
         for answer, indices in zip(answers, cands):
             if isinstance(answer, BackendError):
@@ -146,15 +145,15 @@ def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[dict[
                 full: list[float | None] = [None] * n
                 for i, s in zip(indices, answer.answers[0]):
                     full[i] = s
-                out.append({"scores": full, "usage": answer.usage, "method": answer.method, "plan": plan.strategy,
-                            "note": _note(answer, backend)})
+                out.append(Scores(full, info={"usage": answer.usage, "method": answer.method,
+                                              "plan": plan.strategy, "note": _note(answer, backend)}))
         return out
     # Two levels: the group first, then the label within the chosen group.
     groups = plan.groups
     group_names = [", ".join(task.texts_shown[i] for i in g) for g in groups]
     group_of = {task.names[i]: group_names[k] for k, g in enumerate(groups) for i in g}
     group_options = [(name, None) for name in group_names]
-    first = labeler._call(len(items), backend.decide, [_row(labeler, it, group_options, group_of) for it in items])
+    first = call_each(len(items), backend.decide, [_row(labeler, it, group_options, group_of) for it in items])
     chosen: list[int | None] = []
     for answer in first:
         if isinstance(answer, BackendError) or answer.answers[0] is None:
@@ -164,7 +163,7 @@ def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[dict[
             chosen.append(max(range(len(scores)), key=scores.__getitem__))
     todo = [i for i, c in enumerate(chosen) if c is not None]
     second_rows = [_row(labeler, items[i], _options(labeler, groups[chosen[i]]), {}) for i in todo]  # type: ignore
-    second = dict(zip(todo, labeler._call(len(second_rows), backend.decide, second_rows))) if todo else {}
+    second = dict(zip(todo, call_each(len(second_rows), backend.decide, second_rows))) if todo else {}
     out = []
     for i, answer in enumerate(first):
         if isinstance(answer, BackendError):
@@ -185,6 +184,6 @@ def _decide_with(labeler: Any, items: list[Any], plan: OptionPlan) -> list[dict[
         full = [None] * n
         for label, s in zip(group, inner.answers[0]):
             full[label] = group_score + s
-        out.append({"scores": full, "usage": _merge_usage(answer, inner), "method": inner.method,
-                    "plan": plan.strategy, "note": _note(inner, backend)})
+        out.append(Scores(full, info={"usage": _merge_usage(answer, inner), "method": inner.method,
+                                      "plan": plan.strategy, "note": _note(inner, backend)}))
     return out

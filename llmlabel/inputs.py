@@ -105,3 +105,58 @@ def string_list(values: Any, name: str, where: str) -> list[Any]:
     if values is None or not isinstance(values, Iterable) or isinstance(values, Mapping):
         raise ArgumentError(f"{where}: {name} must be a list of strings, got {describe_value(values)}")
     return list(values)
+
+
+def check_labeler_options(task: LabelTask, mode: str, normalize: str, calibration: str | None, ordering: str,
+                          restrict_labels: int | None, selector: Any) -> Any:
+    """The Labeler's options checked, in the order a user reads them; returns the calibrator (or None)."""
+    from llmlabel.calibration.base import make_calibrator
+    from llmlabel.selection.ordering import ORDERINGS
+
+    if mode not in ("score", "generate"):
+        raise ConfigError(f"unknown mode '{mode}'; valid: generate, score")
+    if normalize not in ("sum", "mean", "first"):
+        raise ConfigError(unknown("normalize", normalize, ["first", "mean", "sum"]))
+    calibrator = make_calibrator(calibration, mode, task.multi_label)
+    if ordering not in ORDERINGS:
+        raise ConfigError(unknown("ordering", ordering, ORDERINGS))
+    if restrict_labels is not None and not hasattr(selector, "similarities"):
+        raise ConfigError("restrict_labels needs an embedding selector (knn, mmr, votek or epr)")
+    return calibrator
+
+
+def checked_examples(examples: Iterable[Any] | None, task: LabelTask) -> list[dict[str, Any]]:
+    """Fixed few-shot demonstrations: dicts with 'text' and a task 'label' (copied)."""
+    out = []
+    for ex in examples or []:
+        if not isinstance(ex, Mapping) or "text" not in ex:
+            raise ConfigError("a few-shot example must be a dict with 'text' and 'label', got " + describe_value(ex))
+        if ex.get("label") not in task.names:
+            raise ConfigError(f"few-shot example label '{ex.get('label')}' is not a task label; valid: "
+                              + ", ".join(task.names))
+        out.append(dict(ex))
+    return out
+
+
+def check_pool_labels(selector: Any, task: LabelTask) -> None:
+    """Every exemplar pool label is a task label."""
+    from llmlabel.errors import suggest
+
+    if selector is not None:
+        bad = sorted({ex.label for ex in selector.pool} - set(task.names))
+        if bad:
+            raise ConfigError(f"exemplar pool label '{bad[0]}' is not a task label" + suggest(bad[0], task.names))
+
+
+def text_rows(task: LabelTask, texts: Iterable[str], text_pairs: Iterable[str | None] | None,
+              where: str = "label_texts") -> list[dict[str, Any]]:
+    """Plain strings (and their pairs) as rows of `task` (a list of strings: one string is an error)."""
+    texts = string_list(texts, "texts", where)
+    pairs = [None] * len(texts) if text_pairs is None else string_list(text_pairs, "text_pairs", where)
+    if len(pairs) != len(texts):
+        raise ArgumentError(f"{where}: {len(texts)} texts but {len(pairs)} text_pairs; give one pair per text")
+    if pairs and any(p is not None for p in pairs) and not task.text_pair_field:
+        raise ArgumentError(f"{where}: text_pairs given, but the task has no text_pair_field; set "
+                            "LabelTask(text_pair_field=...) for pair tasks")
+    return [{task.text_field: t, **({task.text_pair_field: p} if task.text_pair_field else {})}
+            for t, p in zip(texts, pairs)]

@@ -68,7 +68,8 @@ def cross_fit(fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray], folds
     return out
 
 
-def _check_metric(metric: str) -> None:
+def check_metric(metric: str) -> None:
+    """A one-line `ConfigError` unless `metric` is one of `METRICS`."""
     if metric not in METRICS:
         raise ConfigError(unknown("selection metric", metric, METRICS))
 
@@ -100,7 +101,7 @@ def _macro_f1(pred: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
 
 def score(values: np.ndarray, gold: np.ndarray, metric: str) -> float:
     """The metric of one candidate on all rows (log_loss: lower is better; the others: higher is better)."""
-    _check_metric(metric)
+    check_metric(metric)
     values = np.asarray(values, dtype=np.float64)
     if metric == "macro_f1":
         return float(_macro_f1(values.argmax(axis=1), gold, values.shape[1])[0])
@@ -117,7 +118,7 @@ def paired_gain(candidate: np.ndarray, baseline: np.ndarray, gold: np.ndarray, m
     bootstrap over rows gives its standard error). unit="folds": the per-fold differences of the metric and the
     standard error of their mean (fewer, coarser units: fold-to-fold noise, a stricter test).
     """
-    _check_metric(metric)
+    check_metric(metric)
     if unit == "folds":
         if folds is None:
             raise ConfigError("unit='folds' needs the fold of every row")
@@ -210,7 +211,7 @@ def choose(candidates: Mapping[Hashable, np.ndarray], gold: Sequence[int] | np.n
         baseline: the default setting, one of `candidates`.
         folds: the rows' folds, for unit="folds".
     """
-    _check_metric(metric)
+    check_metric(metric)
     if baseline not in candidates:
         raise ConfigError(f"baseline {baseline!r} is not one of the candidates")
     gold = np.asarray(gold, dtype=int) if metric != "row_mean" else np.zeros(len(candidates[baseline]), dtype=int)

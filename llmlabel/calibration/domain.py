@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmlabel.calibration.base import CalibrationContext, Calibrator
+from llmlabel.calibration.base import CalibrationContext, SampledCalibrator
 
 
-class DomainCalibrator(Calibrator):
+class DomainCalibrator(SampledCalibrator):
     """Prior = mean label distribution of `samples` random in-domain word bags, each as long as an average text.
 
     Args:
-        samples: how many word bags in all (the paper uses 20), split across the contexts the prior averages.
+        samples: how many word bags in all (default 20, as in the paper), split across the contexts the prior
+            averages.
     """
 
     name = "domain"
-
-    def __init__(self, samples: int = 20):
-        self.samples = samples
+    default_samples = 20
 
     def probes(self, context: CalibrationContext) -> list[tuple[str, str | None]]:
         texts = [t for t in context.domain_texts if t]

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmlabel.calibration.base import CalibrationContext, Calibrator
+from llmlabel.calibration.base import CalibrationContext, SampledCalibrator
 
 
-class InContextCalibrator(Calibrator):
+class InContextCalibrator(SampledCalibrator):
     """Prior = mean label distribution of the demonstrations' own texts asked as queries in the same prompt.
 
     Args:
-        samples: at most this many probes.
+        samples: at most this many probes (default 8).
     """
 
     name = "incontext"
-
-    def __init__(self, samples: int = 8):
-        self.samples = samples
+    default_samples = 8
 
     def probes(self, context: CalibrationContext) -> list[tuple[str, str | None]]:
         probes = [(str(ex["text"]), ex.get("text_pair")) for ex in context.examples][: self.samples]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,12 @@ class LabelResult:
     reason: str | None = None
     raw_answer: str | None = None
     truncated: bool = False
+
+    @classmethod
+    def without_label(cls, names: Sequence[str], status: str, reason: str | None,
+                      truncated: bool = False) -> "LabelResult":
+        """A row kept with no label and zero probabilities: 'failed', 'skipped' or 'refused', with the reason."""
+        return cls(None, {n: 0.0 for n in names}, 0.0, status, reason, truncated=truncated)
 
     def as_columns(self, mode: str) -> dict[str, Any]:
         """Output columns for a row (generate mode adds `raw_answer`)."""
@@ -72,4 +79,32 @@ def merge_columns(row: dict[str, Any], columns: dict[str, Any], label_field: str
         if name in out:
             out[f"gold_{name}" if name == label_field else f"input_{name}"] = out.pop(name)
     out.update(columns)
+    return out
+
+
+def output_renames(columns: Iterable[str], mode: str, label_field: str | None) -> dict[str, str]:
+    """Input columns that an output column would overwrite -> their new names (the rule of `merge_columns`)."""
+    outputs = OUTPUT_COLUMNS if mode == "generate" else tuple(c for c in OUTPUT_COLUMNS if c != "raw_answer")
+    return {c: (f"gold_{c}" if c == label_field else f"input_{c}") for c in columns if c in outputs}
+
+
+def result_columns(results: list[LabelResult], mode: str) -> dict[str, list[Any]]:
+    """The output columns of `results`, column by column."""
+    columns = [r.as_columns(mode) for r in results]
+    names = columns[0].keys() if columns else LabelResult(None, {}, 0.0).as_columns(mode).keys()
+    return {name: [c[name] for c in columns] for name in names}
+
+
+def with_result_columns(table: Any, kind: str, results: list[LabelResult], mode: str,
+                        label_field: str | None) -> Any:
+    """A pandas DataFrame (`kind` 'pandas') or a `datasets.Dataset` ('datasets') with the output columns added
+    (input columns with an output column's name kept, renamed)."""
+    if kind == "pandas":
+        out = table.rename(columns=output_renames(table.columns, mode, label_field))
+        for name, values in result_columns(results, mode).items():
+            out[name] = values
+        return out
+    out = table.rename_columns(output_renames(table.column_names, mode, label_field))
+    for name, values in result_columns(results, mode).items():
+        out = out.add_column(name, values)
     return out

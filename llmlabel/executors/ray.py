@@ -39,9 +39,6 @@ log = logging.getLogger("llmlabel")
 
 #: Folder inside `output.dir` that holds the shards, the manifest and the log of finished shards.
 SHARD_DIR = "shards"
-#: Calibrations whose prior an engine takes from the first rows it labels (the in-domain texts it saw, or the
-#: demonstrations of the first chunk when demonstrations are chosen per row); see `LabelActor._needs_priming`.
-_FIRST_CHUNK_CALIBRATIONS = ("domain", "incontext")
 
 
 def _import_ray() -> Any:
@@ -135,20 +132,20 @@ class LabelActor:
 
 
 def _calibration(recipe: Any) -> str | None:
-    """The calibrator the recipe's Labelers use ('auto' resolved)."""
-    from llmlabel.labeling.labeler import resolve_calibration
+    """The calibrator the recipe's Labelers use ('auto' resolved where the Labeler resolves it)."""
+    from llmlabel.calibration.base import resolve_calibration
 
     return resolve_calibration(recipe.labeling.calibration, recipe.labeling.mode, recipe.task.multi_label)
 
 
 def _needs_priming(recipe: Any) -> bool:
-    """Whether engines must first see the data's first chunk to calibrate as a local run does: calibrations built
-    from the in-domain texts seen first, and any probe calibration with demonstrations chosen per row (the shared
-    prior comes from the first chunk's demonstrations). `batch` cannot be reproduced this way (see the module doc)."""
-    calibration = _calibration(recipe)
-    if calibration in (None, "batch"):
-        return False
-    return calibration in _FIRST_CHUNK_CALIBRATIONS or recipe.labeling.selection is not None
+    """Whether engines must first see the data's first chunk to calibrate as a local run does: the calibrator says
+    (`Calibrator.needs_warmup`: priors from the texts seen first, or shared by per-row demonstrations). `batch`
+    cannot be reproduced this way (see the module doc)."""
+    from llmlabel.calibration.base import make_calibrator
+
+    calibrator = make_calibrator(recipe.labeling.calibration, recipe.labeling.mode, recipe.task.multi_label)
+    return calibrator is not None and calibrator.needs_warmup(recipe.labeling.selection is not None)
 
 
 def _portable(recipe: Any) -> dict[str, Any]:

@@ -8,19 +8,21 @@ over the task's labels, like the Labeler's. `report` says what was chosen and on
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from llmlabel.errors import ConfigError
 from llmlabel.core.results import LabelResult, LabelStats
+from llmlabel.labeling.engine import ChunkedEngine
 from llmlabel.labeling.labeler import Labeler
 from llmlabel.selection.base import Example
 
 
-class LabelingMethod(ABC):
-    """Base class; subclasses set `name` and implement `_fit` and `_probs`."""
+class LabelingMethod(ChunkedEngine, ABC):
+    """Base class; subclasses set `name` and implement `_fit` and `_probs`. An `Engine`: `iter_label` is the one
+    chunk loop (`llmlabel.labeling.engine`), `labeling.chunk_size` rows at a time."""
 
     name: ClassVar[str] = "base"
 
@@ -57,42 +59,27 @@ class LabelingMethod(ABC):
             out.append(LabelResult(names[best], dict(zip(names, row.tolist())), float(row[best])))
         return out
 
-    def iter_label(self, rows: Iterable[dict[str, Any]], total: int | None = None, chunk_size: int = 256
-                   ) -> Iterator[tuple[dict[str, Any], LabelResult]]:
-        """Yield (row, result) in input order, a chunk at a time (streaming); empty texts become 'skipped' rows."""
-        import time
+    @property
+    def chunk_size(self) -> int:  # type: ignore[override]
+        """Rows labeled at a time: the wrapped Labeler's (`labeling.chunk_size`)."""
+        return self.labeler.chunk_size
 
-        from tqdm.auto import tqdm
+    @property
+    def progress(self) -> bool:  # type: ignore[override]
+        return self.labeler.progress
 
-        start = time.perf_counter()
-        bar = tqdm(total=total, disable=not self.labeler.progress, unit="row", desc=f"labeling ({self.name})")
-        chunk: list[dict[str, Any]] = []
+    def progress_label(self) -> str:
+        return f"labeling ({self.name})"
 
-        def flush() -> Iterator[tuple[dict[str, Any], LabelResult]]:
-            texts = [self.task.texts(r) for r in chunk]
-            keep = [i for i, (t, _) in enumerate(texts) if t is not None and str(t).strip()]
-            results = self.label_texts([str(texts[i][0]) for i in keep],
-                                       [None if texts[i][1] is None else str(texts[i][1]) for i in keep])
-            by_index = dict(zip(keep, results))
-            for i, row in enumerate(chunk):
-                result = by_index.get(i) or LabelResult(None, {n: 0.0 for n in self.task.names}, 0.0, "skipped",
-                                                        "empty text")
-                self.stats.rows += 1
-                self.stats.statuses[result.status] += 1
-                yield row, result
-            bar.update(len(chunk))
-
-        try:
-            for row in rows:
-                chunk.append(row)
-                if len(chunk) >= chunk_size:
-                    yield from flush()
-                    chunk = []
-            if chunk:
-                yield from flush()
-        finally:
-            bar.close()
-            self.stats.seconds += time.perf_counter() - start
+    def label_chunk(self, chunk: list[dict[str, Any]]) -> list[LabelResult]:
+        """The chunk's results; rows with an empty text are 'skipped'."""
+        texts = [self.task.texts(r) for r in chunk]
+        keep = [i for i, (t, _) in enumerate(texts) if t is not None and str(t).strip()]
+        results = self.label_texts([str(texts[i][0]) for i in keep],
+                                   [None if texts[i][1] is None else str(texts[i][1]) for i in keep])
+        by_index = dict(zip(keep, results))
+        return [by_index.get(i) or LabelResult.without_label(self.task.names, "skipped", "empty text")
+                for i in range(len(chunk))]
 
     def merge(self, row: dict[str, Any], result: LabelResult) -> dict[str, Any]:
         """`row` plus the result's columns (see `Labeler.merge`)."""

@@ -44,11 +44,11 @@ class Fusion(LabelingMethod):
                  metric: str = "log_loss", z: float = Z):
         super().__init__(labeler, seed)
         from llmlabel.classifiers.base import make_classifier
-        from llmlabel.tuning import _check_metric
+        from llmlabel.tuning import check_metric
 
         if isinstance(classifier, str):
             classifier = make_classifier(classifier, labels=self.task.names, seed=seed, **(classifier_options or {}))
-        _check_metric(metric)
+        check_metric(metric)
         self.classifier = classifier
         self.weight = weight
         self.folds = folds

@@ -41,11 +41,8 @@ class KNNPrompting(LabelingMethod):
     def __init__(self, labeler, seed: int = 0, k: int | None = None, top_tokens: int | None = 64,
                  batch_size: int = 128, folds: int = FOLDS, z: float = Z):
         super().__init__(labeler, seed)
-        self.folds = folds
-        self.z = z
-        self.k = k
-        self.top_tokens = top_tokens
-        self.batch_size = batch_size
+        self.k, self.top_tokens, self.batch_size = k, top_tokens, batch_size
+        self.folds, self.z = folds, z  # cross-fitting of k
 
     def _log_dists(self, texts: list[str], pairs: list[str | None], desc: str) -> np.ndarray:
         from tqdm.auto import tqdm
@@ -53,7 +50,8 @@ class KNNPrompting(LabelingMethod):
         out = []
         for start in tqdm(range(0, len(texts), self.batch_size), desc=desc, leave=False,
                           disable=not self.labeler.progress):
-            prompts = [self.labeler._render(*self.labeler._fit(t, p)[:2])
+            prompting = self.labeler.prompting
+            prompts = [prompting.render(*prompting.fit(t, p)[:2])
                        for t, p in zip(texts[start:start + self.batch_size], pairs[start:start + self.batch_size])]
             out.append(self.labeler.backend.next_token_logprobs(prompts))
         return np.concatenate(out).astype(np.float32)

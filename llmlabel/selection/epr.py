@@ -31,12 +31,8 @@ class EPRSelector(KNNSelector):
     def __init__(self, seed: int = 0, embedder: object = "minilm", train_queries: int = 100, candidates: int = 8,
                  negatives: int = 3, epochs: int = 30, lr: float = 1e-3, temperature: float = 0.05):
         super().__init__(seed, embedder)
-        self.train_queries = train_queries
-        self.candidates = candidates
-        self.negatives = negatives
-        self.epochs = epochs
-        self.lr = lr
-        self.temperature = temperature
+        self.train_queries, self.candidates, self.negatives = train_queries, candidates, negatives
+        self.epochs, self.lr, self.temperature = epochs, lr, temperature  # contrastive training
         self.projection: np.ndarray | None = None
         self.train_log: dict[str, float] = {}
 

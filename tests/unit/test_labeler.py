@@ -113,7 +113,7 @@ def test_cache_reuses_results(tmp_path, sentiment_rows):
 
 def test_few_shot_examples_go_into_the_prompt_and_are_checked():
     labeler = Labeler(FakeBackend(), TASK, examples=[{"text": "great", "label": "positive"}])
-    assert "great" in labeler._render("new text", None)
+    assert "great" in labeler.prompting.render("new text", None)
     with pytest.raises(ConfigError, match="few-shot example label 'meh' is not a task label; valid: negative, positive"):
         Labeler(FakeBackend(), TASK, examples=[{"text": "x", "label": "meh"}])
 
@@ -150,7 +150,7 @@ def test_humanized_labels_are_shown_and_scored_as_words_but_output_as_names():
     task = LabelTask(labels=["card_arrival", "lost_or_stolen_card"], humanize_labels=True)
     assert task.texts_shown == ["card arrival", "lost or stolen card"]
     labeler = Labeler(FakeBackend(), task, examples=[{"text": "where is it", "label": "card_arrival"}])
-    prompt = labeler._render("my card was stolen", None)
+    prompt = labeler.prompting.render("my card was stolen", None)
     assert "- card arrival" in prompt and "Label: card arrival" in prompt and "card_arrival" not in prompt
     result = labeler.label_texts(["lost or stolen card, lost or stolen card"])[0]
     assert result.label == "lost_or_stolen_card" and set(result.label_probs) == {"card_arrival", "lost_or_stolen_card"}
