@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmlabel.errors import suggest, unknown
 
@@ -30,12 +30,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'llmlabel.config' has no attribute '{name}'")
 
 
-def registered(family: str, value: str) -> str:
-    """`value` if it names an entry of the registry `family` (e.g. 'selectors'), else the one-line did-you-mean."""
-    registry = getattr(importlib.import_module("llmlabel.registry"), family)
+def registered(family: str, value: str, module: str = "llmlabel.registry") -> str:
+    """`value` if it names an entry of the registry `family` of `module` (e.g. 'selectors'), else the one-line
+    did-you-mean (as a ValueError, which the recipe loader shows with the key's place)."""
+    registry = getattr(importlib.import_module(module), family)
     if value not in registry:
         raise ValueError(unknown(registry.kind, value, registry.names()))
     return value
+
+
+def all_registered(family: str, values: list[str], module: str = "llmlabel.registry") -> list[str]:
+    """`values` if each names an entry of the registry `family` (see `registered`)."""
+    for value in values:
+        registered(family, value, module)
+    return values
 
 #: backend options that would put a secret into a recipe file, a `--set`/`--option` flag or shell history
 SECRET_OPTIONS = ("api_key",)
@@ -126,7 +134,7 @@ class PoolConfig(Strict):
 class SelectionConfig(Strict):
     """In-context demonstrations chosen per row by a selector (random, balanced, knn, bm25, mmr, votek, epr)."""
 
-    method: str = "knn"
+    method: Annotated[str, AfterValidator(lambda v: registered("selectors", v))] = "knn"
     k: int = Field(4, ge=0)
     pool: PoolConfig
     ordering: Literal["as_selected", "similar_last", "round_robin"] = "as_selected"
@@ -136,28 +144,18 @@ class SelectionConfig(Strict):
     #: selector constructor options, e.g. {budget: 100} for votek, {diversity_weight: 0.3} for mmr
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        return registered("selectors", value)
-
 
 class MethodConfig(Strict):
     """A labeling method that uses a labeled pool beyond the prompt: knn_prompting, fusion or stacking (see
     llmlabel/methods)."""
 
-    name: str
+    name: Annotated[str, AfterValidator(lambda v: registered("methods", v))]
     pool: PoolConfig
     #: cross-fitting folds over the whole pool that choose the method's settings (fusion weight, kNN k, stacking)
     folds: int = Field(5, ge=2)
     seed: int = 0
     #: method options, e.g. {classifier: logreg_embeddings} for fusion, {k: 9} for knn_prompting
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        return registered("methods", value)
 
     @model_validator(mode="before")
     @classmethod

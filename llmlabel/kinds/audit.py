@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from llmlabel.config import DataConfig, LabelingConfig, ModelConfig, TaskConfig
 from llmlabel.errors import DataError, unknown
-from llmlabel.kinds.base import RecipeKind, RunContext
-from llmlabel.stats.recipes import AuditConfig, AuditOutput, check_labeling
+from llmlabel.kinds.base import RunContext
+from llmlabel.stats.recipes import AuditConfig, AuditOutput, StatsKind
 
 
 @dataclass
@@ -39,20 +38,17 @@ class AuditSignals:
     llm_failed: int = 0
 
 
-class AuditRecipe(RecipeKind):
+class AuditRecipe(StatsKind):
     """Rank a labeled dataset's rows by how likely their given label (`data.label_field`) is wrong."""
 
     kind: Literal["audit"] = "audit"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     output: AuditOutput = Field(default_factory=AuditOutput)
 
+    examples_ok: ClassVar[bool] = False  # a fixed demonstration may be a row being audited
+
     @model_validator(mode="after")
     def _supported(self) -> "AuditRecipe":
-        check_labeling(self.labeling, self.task, self.data, "audit", examples_ok=False)
         if not self.data.label_field:
             raise ValueError("an audit needs the labels to check: set data.label_field")
         if not self.audit.classifiers and not self.audit.llm:

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from llmlabel.config import Strict, registered
+from llmlabel.config import DataConfig, LabelingConfig, ModelConfig, Strict, TaskConfig, registered
 
 
 def unsupported(kind: str, option: str, hint: str = "") -> str:
@@ -89,6 +89,15 @@ class RecipeKind(Strict):
 
 #: the name of the base before the family had hooks (subclass `RecipeKind`)
 RecipeBase = RecipeKind
+
+
+class LabelingKind(RecipeKind):
+    """A kind that labels rows with an LLM: the label recipe's model, data, task and labeling sections."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
 
 
 class RunContext:

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmlabel.config import DataConfig, LabelingConfig, ModelConfig, OutputConfig, TaskConfig
+from llmlabel.config import DataConfig, OutputConfig
 from llmlabel.errors import DataError
-from llmlabel.kinds.base import RecipeKind, RunContext
+from llmlabel.kinds.base import LabelingKind, RunContext
 from llmlabel.training.recipes import FilterConfig, text_column
 from llmlabel.training.student import StudentConfig
 
@@ -31,7 +31,7 @@ class Distilled:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class DistillStudentRecipe(RecipeKind):
+class DistillStudentRecipe(LabelingKind):
     """Label rows with an LLM (the teacher), select and weight its labels, train a student on them, evaluate both.
 
     Writes under `output.dir`: teacher/ (predictions + report of the labeled rows), student/ (the saved student with
@@ -39,12 +39,8 @@ class DistillStudentRecipe(RecipeKind):
     """
 
     kind: Literal["distill_student"] = "distill_student"
-    #: the teacher
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    #: rows the teacher labels for training (gold labels there, if any, only measure the teacher's label accuracy)
-    data: DataConfig
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    # model: the teacher; data: rows the teacher labels for training (gold labels there, if any, only measure the
+    # teacher's label accuracy)
     #: train on the teacher's label distribution ('soft') or its label ('hard')
     targets: Literal["soft", "hard"] = "soft"
     filter: FilterConfig = Field(default_factory=FilterConfig)

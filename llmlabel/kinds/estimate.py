@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmlabel.config import DataConfig, LabelingConfig, ModelConfig, OutputConfig, TaskConfig
+from llmlabel.config import OutputConfig
 from llmlabel.errors import ConfigError, DataError, suggest, unknown
-from llmlabel.kinds.base import RecipeKind, RunContext
-from llmlabel.stats.recipes import EstimateConfig, EstimateOutput, check_labeling, covariate, read_reviews
+from llmlabel.kinds.base import RunContext
+from llmlabel.stats.recipes import EstimateConfig, EstimateOutput, StatsKind, covariate, read_reviews
 
 
 @dataclass
@@ -39,21 +39,16 @@ class GoldSample:
     truth: Any = None
 
 
-class EstimateRecipe(RecipeKind):
+class EstimateRecipe(StatsKind):
     """Estimates with valid intervals from LLM labels (`data`, labeled first unless it already is a predictions file
     with label_probs) plus a gold sample."""
 
     kind: Literal["estimate"] = "estimate"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     estimate: EstimateConfig = Field(default_factory=EstimateConfig)
     output: EstimateOutput = Field(default_factory=EstimateOutput)
 
     @model_validator(mode="after")
     def _supported(self) -> "EstimateRecipe":
-        check_labeling(self.labeling, self.task, self.data, "estimate", examples_ok=True)
         est = self.estimate
         if not est.shares and est.regression is None:
             raise ValueError("nothing to estimate: set estimate.shares: true or estimate.regression")

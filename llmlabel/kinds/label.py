@@ -12,10 +12,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from llmlabel.config import DataConfig, LabelingConfig, ModelConfig, OutputConfig, RayConfig, TaskConfig
+from llmlabel.config import OutputConfig, RayConfig
 from llmlabel.data import Dataset, load_labels_file
 from llmlabel.errors import ConfigError, DataError, Interrupted
-from llmlabel.kinds.base import RecipeKind, RunContext
+from llmlabel.kinds.base import LabelingKind, RunContext
 
 log = logging.getLogger("llmlabel")
 
@@ -133,14 +133,10 @@ class Labeled:
     backend_object: Any = None
 
 
-class Recipe(RecipeKind):
+class Recipe(LabelingKind):
     """A labeling recipe: model + data + task + labeling + output, and whether to evaluate against gold."""
 
     kind: Literal["label"] = "label"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     evaluate: bool = True
     ray: RayConfig = Field(default_factory=RayConfig)

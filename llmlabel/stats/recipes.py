@@ -19,13 +19,13 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from llmlabel.config import DataConfig, LabelingConfig, OutputConfig, Strict, TaskConfig
+from llmlabel.config import all_registered, DataConfig, LabelingConfig, OutputConfig, Strict, TaskConfig
 from llmlabel.errors import DataError, unknown
-from llmlabel.kinds.base import unsupported
+from llmlabel.kinds.base import LabelingKind, unsupported
 
 log = logging.getLogger("llmlabel")
 
@@ -48,6 +48,19 @@ def check_labeling(labeling: LabelingConfig, task: TaskConfig, data: DataConfig,
         raise ValueError(f"kind {kind} supports single-label tasks only (task.multi_label is true)")
     if data.text_pair_field and kind == "audit":
         raise ValueError("kind audit classifies single texts; data.text_pair_field is not supported")
+
+
+class StatsKind(LabelingKind):
+    """The base of the audit and estimate kinds: the label recipe's sections, with the options they cannot honour
+    refused in one line (`check_labeling`)."""
+
+    #: whether fixed demonstrations (`labeling.examples`) are allowed
+    examples_ok: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _labeling_supported(self) -> "StatsKind":
+        check_labeling(self.labeling, self.task, self.data, self.kind, examples_ok=self.examples_ok)
+        return self
 
 
 # == audit =========================================================================================================
@@ -89,12 +102,7 @@ class AuditConfig(Strict):
     @field_validator("classifiers")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        from llmlabel.registry import classifiers
-
-        for name in value:
-            if name not in classifiers:
-                raise ValueError(unknown("classifier", name, classifiers.names()))
-        return value
+        return all_registered("classifiers", value)
 
     @field_validator("shots")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from llmlabel.config import LabelingConfig, Strict
+from llmlabel.config import all_registered, LabelingConfig, Strict
 from llmlabel.errors import unknown
 
 #: Phase-1 sample size per method when `taxonomy.sample` is not set (the LLM method reads every text; clustering
@@ -113,12 +113,7 @@ class DistillConfig(Strict):
     @field_validator("classifiers")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        from llmlabel.taxonomy import classifiers
-
-        for name in value:
-            if name not in classifiers:
-                raise ValueError(unknown("classifier", name, classifiers.names()))
-        return value
+        return all_registered("classifiers", value, "llmlabel.taxonomy")
 
 
 class TntOutputConfig(Strict):
