@@ -95,8 +95,8 @@ class LabelActor:
             self.task = LabelTask.model_validate(task)
             self.backend = load_backend(self.recipe.model.backend, model=self.recipe.model.name,
                                         **self.recipe.model.options)
-            self.labeler, self.engine = build_engine(self.recipe, self.task, self.backend, cache=None,
-                                                     progress=False)
+            self.setup = build_engine(self.recipe, self.task, self.backend, cache=None, progress=False)
+            self.labeler, self.engine = self.setup
             if first_chunk:
                 for _ in self.engine.iter_label(first_chunk):
                     pass
@@ -120,7 +120,7 @@ class LabelActor:
         if not self.announced:  # once per actor (a restarted actor announces itself again)
             self.announced = True
             meta.update(init_seconds=self.init_seconds, backend=self.backend.name, model=self.backend.model_id)
-            if self.engine is not self.labeler:
+            if self.setup.has_method:
                 meta["method_report"] = json.loads(json.dumps(self.engine.report, default=str))
         labels = [r["label"] if r["label"] is None or isinstance(r["label"], str) else json.dumps(r["label"])
                   for r in out]
