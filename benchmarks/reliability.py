@@ -101,7 +101,7 @@ def _recipe(out: Path, data: Path, url: str, tokenizer: str, mode: str, backend:
 
 def _run(recipe: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     summary = run_recipe(load_recipe(data=recipe), progress=False)
     return summary, _read_jsonl(Path(summary["predictions"]))

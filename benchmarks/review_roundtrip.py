@@ -43,7 +43,7 @@ def _rows(path: Path) -> list[dict]:
 def base_run(dataset: str, work: Path, rows: int) -> Path:
     """Label `rows` rows of `dataset` with the default model (the result cache makes re-runs instant)."""
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
     from llmlabel.recipes_index import find_recipe
 
     out = work / dataset

@@ -26,9 +26,10 @@ _EXPORTS = {
     "Dataset": "llmlabel.data",
     "write_rows": "llmlabel.data",
     "evaluate": "llmlabel.metrics",
-    "load_recipe": "llmlabel.config",
-    "Recipe": "llmlabel.config",
-    "run_recipe": "llmlabel.pipeline",
+    "load_recipe": "llmlabel.kinds.loading",
+    "Recipe": "llmlabel.kinds.label",
+    "RecipeKind": "llmlabel.kinds.base",
+    "run_recipe": "llmlabel.kinds.run",
     "LLMLabelError": "llmlabel.errors",
 }
 

@@ -74,36 +74,12 @@ def _log_path(recipe: Any) -> Path:
     return Path(getattr(output, "dir", None) or "runs") / "llmlabel.log"
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    from llmlabel.metrics import format_report
-
-    stats = summary["stats"]
-    typer.echo(f"labeled {summary['rows']} rows with {summary['backend']} ({summary['mode']} mode) in "
-               f"{stats['seconds']:.1f} s ({stats['items_per_second']:.1f} items/s; {stats['cached']} from cache)")
-    problems = {k: v for k, v in stats["statuses"].items() if k != "ok"}
-    invalid = stats.get("invalid_text", 0) + summary.get("invalid_utf8_rows", 0)
-    notes = [f"{k} {v}" for k, v in problems.items()]
-    notes += [f"truncated {stats['truncated']}"] if stats["truncated"] else []
-    notes += [f"invalid text (shown as U+FFFD) {invalid}"] if invalid else []
-    if notes:
-        typer.echo("rows not ok: " + ", ".join(notes))
-    if problems.get("failed"):
-        typer.echo("failed rows are not cached: run the same command again to retry only them")
-    if "executor" in summary:
-        ex = summary["executor"]
-        typer.echo(f"executor {ex['name']}: {ex['workers']} workers, {ex['shards']} shards of {ex['shard_size']} rows "
-                   f"({ex['shards_reused']} reused from an earlier run)")
-    if "api" in summary:
-        from llmlabel.backends.api import summary_line
-
-        typer.echo(summary_line(summary["api"]))
-    if "metrics" in summary:
-        typer.echo(format_report(summary["metrics"]))
-        if summary["metrics"].get("rows_without_gold"):
-            typer.echo(f"{summary['metrics']['rows_without_gold']} rows have no gold label: labeled, not evaluated")
-    typer.echo(f"predictions: {summary['predictions']}\nreport: {summary['report']}")
-    if summary.get("hf_dataset"):
-        typer.echo(f"dataset (datasets.load_from_disk, push_to_hub): {summary['hf_dataset']}")
+def _print_summary(recipe: Any, summary: dict[str, Any]) -> None:
+    """Every kind's summary lines, then (label kinds) the HTML report beside report.json."""
+    for line in recipe.summary_lines(summary):
+        typer.echo(line)
+    if recipe.html_report:
+        typer.echo(write_report_for_run(summary))
 
 
 @app.command()
@@ -116,23 +92,25 @@ def run(
     executor: Optional[str] = typer.Option(None, help="Where to label: local or ray (same as --set executor=...)."),
 ) -> None:
     """Run a recipe: label its data, write predictions and a report, and print accuracy when gold exists."""
-    from llmlabel.config import Recipe, load_recipe
-    from llmlabel.outputs import hold_output_folder
+    from llmlabel.kinds.loading import load_recipe
     from llmlabel.recipes_index import find_recipe
-    from llmlabel.terminal import owned
 
     overrides = [*set_, *([f"executor={executor}"] if executor else [])]
-    loaded = load_recipe(find_recipe(str(recipe)), overrides=overrides)
-    output = getattr(loaded, "output", None)
-    with _interruptible(), (hold_output_folder(output.dir) if output is not None else nullcontext()), \
-            owned(_log_path(loaded), quiet=quiet, verbose=verbose):
-        summary = loaded.run(progress=not quiet)
-    if isinstance(loaded, Recipe):
-        _print_summary(summary)
-        typer.echo(write_report_for_run(summary))
-    else:
-        for line in loaded.summary_lines(summary):
-            typer.echo(line)
+    run_and_print(load_recipe(find_recipe(str(recipe)), overrides=overrides), quiet=quiet, verbose=verbose)
+
+
+def run_and_print(recipe: Any, quiet: bool = False, verbose: bool = False, own_output: bool = True) -> None:
+    """Run a loaded recipe of any kind (output folder held; with `own_output`, library output goes to its log) and
+    print its summary lines."""
+    from llmlabel.kinds.run import run_recipe
+    from llmlabel.outputs import hold_output_folder
+    from llmlabel.terminal import owned
+
+    # held before the log opens in it: a second run into a busy folder fails without touching the first one's log
+    with _interruptible(), hold_output_folder(recipe.output.dir), \
+            (owned(_log_path(recipe), quiet=quiet, verbose=verbose) if own_output else nullcontext()):
+        summary = run_recipe(recipe, progress=not quiet)
+    _print_summary(recipe, summary)
 
 
 @app.command()
@@ -165,9 +143,7 @@ def label(
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Label a dataset without writing a recipe (the flags build one)."""
-    from llmlabel.config import load_recipe, parse_overrides
-    from llmlabel.pipeline import run_recipe
-    from llmlabel.terminal import owned
+    from llmlabel.kinds.loading import load_recipe, parse_overrides
 
     recipe: dict[str, Any] = {
         "name": "label",
@@ -180,11 +156,7 @@ def label(
         "output": {"dir": str(output), **({"cache": None} if no_cache else {}),
                    **({"hf_dataset": "hf_dataset"} if hf_dataset else {})},
     }
-    loaded = load_recipe(data=recipe, source="flags")
-    with _interruptible(), owned(_log_path(loaded), quiet=quiet, verbose=verbose):
-        summary = run_recipe(loaded, progress=not quiet)
-    _print_summary(summary)
-    typer.echo(write_report_for_run(summary))
+    run_and_print(load_recipe(data=recipe, source="flags"), quiet=quiet, verbose=verbose)
 
 
 @app.command("eval")
@@ -259,7 +231,7 @@ def recipes_list() -> None:
 @recipes_app.command("show")
 def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -> None:
     """Print a recipe's YAML."""
-    from llmlabel.config import read_recipe_text
+    from llmlabel.kinds.loading import read_recipe_text
     from llmlabel.recipes_index import find_recipe
 
     typer.echo(read_recipe_text(Path(find_recipe(name))))

@@ -1,32 +1,61 @@
-"""Recipes: YAML files validated by pydantic. Unknown keys are errors with a did-you-mean; no code runs on load.
+"""The recipe schema: the pydantic sections every recipe kind is built from (model, data, task, labeling, output,
+ray). Schema only: it imports no runtime (backends, executors, kinds). Reading YAML into a recipe is
+`llmlabel.kinds.loading`; the kinds themselves are `llmlabel.kinds`.
 
-Recipes are read with `yaml.safe_load` (no Python tags, so no code can run), may not expand past
-`MAX_RECIPE_VALUES` values (YAML aliases can blow a tiny file up exponentially), and may not carry API keys
-(`model.options.api_key` is refused: keys come from the environment or a key file, see the openai backend).
+Recipes may not carry API keys (`model.options.api_key` is refused: keys come from the environment or a key file, see
+the openai backend).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmlabel.errors import ConfigError, suggest, unknown
+from llmlabel.errors import suggest, unknown
 
-#: most values (mapping keys, values and list items) a recipe may hold once its YAML aliases are expanded
-MAX_RECIPE_VALUES = 100_000
+#: names that moved out of this module, still importable from it (loaded on first use: the schema imports no runtime)
+_MOVED = {"load_recipe": "llmlabel.kinds.loading", "parse_overrides": "llmlabel.kinds.loading",
+          "read_recipe_text": "llmlabel.kinds.loading", "format_validation_error": "llmlabel.kinds.loading",
+          "MAX_RECIPE_VALUES": "llmlabel.kinds.loading", "Recipe": "llmlabel.kinds.label",
+          "RecipeBase": "llmlabel.kinds.base", "RecipeKind": "llmlabel.kinds.base"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'llmlabel.config' has no attribute '{name}'")
+
+
+def registered(family: str, value: str, module: str = "llmlabel.registry") -> str:
+    """`value` if it names an entry of the registry `family` of `module` (e.g. 'selectors'), else the one-line
+    did-you-mean (as a ValueError, which the recipe loader shows with the key's place)."""
+    registry = getattr(importlib.import_module(module), family)
+    if value not in registry:
+        raise ValueError(unknown(registry.kind, value, registry.names()))
+    return value
+
+
+def all_registered(family: str, values: list[str], module: str = "llmlabel.registry") -> list[str]:
+    """`values` if each names an entry of the registry `family` (see `registered`)."""
+    for value in values:
+        registered(family, value, module)
+    return values
+
 #: backend options that would put a secret into a recipe file, a `--set`/`--option` flag or shell history
 SECRET_OPTIONS = ("api_key",)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """The base of every recipe section: unknown keys are errors (with a did-you-mean, see `llmlabel.kinds.loading`)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Which backend runs which model."""
 
     backend: str = "transformers"
@@ -61,7 +90,7 @@ class ModelConfig(_Strict):
         return value
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Where the rows come from and which columns hold what."""
 
     path: str
@@ -73,7 +102,7 @@ class DataConfig(_Strict):
     label_field: str | None = "label"
 
 
-class TaskConfig(_Strict):
+class TaskConfig(Strict):
     """The label space and instruction. `labels` defaults to the dataset's labels.json."""
 
     labels: list[str] | dict[str, str | None] | None = None
@@ -86,7 +115,7 @@ class TaskConfig(_Strict):
     humanize_labels: bool = False
 
 
-class PoolConfig(_Strict):
+class PoolConfig(Strict):
     """The labeled exemplar pool selectors draw demonstrations from (fields default to the data's)."""
 
     path: str
@@ -102,10 +131,10 @@ class PoolConfig(_Strict):
     min_confidence: float | None = Field(None, ge=0, le=1)
 
 
-class SelectionConfig(_Strict):
+class SelectionConfig(Strict):
     """In-context demonstrations chosen per row by a selector (random, balanced, knn, bm25, mmr, votek, epr)."""
 
-    method: str = "knn"
+    method: Annotated[str, AfterValidator(lambda v: registered("selectors", v))] = "knn"
     k: int = Field(4, ge=0)
     pool: PoolConfig
     ordering: Literal["as_selected", "similar_last", "round_robin"] = "as_selected"
@@ -115,36 +144,18 @@ class SelectionConfig(_Strict):
     #: selector constructor options, e.g. {budget: 100} for votek, {diversity_weight: 0.3} for mmr
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from llmlabel.registry import selectors
 
-        if value not in selectors:
-            raise ValueError(unknown("selector", value, selectors.names()))
-        return value
-
-
-class MethodConfig(_Strict):
+class MethodConfig(Strict):
     """A labeling method that uses a labeled pool beyond the prompt: knn_prompting, fusion or stacking (see
     llmlabel/methods)."""
 
-    name: str
+    name: Annotated[str, AfterValidator(lambda v: registered("methods", v))]
     pool: PoolConfig
     #: cross-fitting folds over the whole pool that choose the method's settings (fusion weight, kNN k, stacking)
     folds: int = Field(5, ge=2)
     seed: int = 0
     #: method options, e.g. {classifier: logreg_embeddings} for fusion, {k: 9} for knn_prompting
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from llmlabel.registry import methods
-
-        if value not in methods:
-            raise ValueError(unknown("method", value, methods.names()))
-        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -154,7 +165,7 @@ class MethodConfig(_Strict):
         return data
 
 
-class LabelingConfig(_Strict):
+class LabelingConfig(Strict):
     """How labels are produced."""
 
     mode: Literal["score", "generate"] = "score"
@@ -185,7 +196,7 @@ class LabelingConfig(_Strict):
         return value
 
 
-class OutputConfig(_Strict):
+class OutputConfig(Strict):
     """Where results go. `cache` defaults to cache.sqlite beside the predictions."""
 
     dir: str = "runs/default"
@@ -213,7 +224,7 @@ class OutputConfig(_Strict):
         return Path(os.path.expanduser(self.dir)) / name
 
 
-class RayConfig(_Strict):
+class RayConfig(Strict):
     """Options of the Ray executor (`executor: ray`): which cluster, how many engines, what each one reserves."""
 
     #: cluster to join: 'auto', 'ray://host:10001' or host:port; None uses RAY_ADDRESS, else starts a local cluster
@@ -236,191 +247,3 @@ class RayConfig(_Strict):
     object_store_mb: int | None = Field(None, gt=0)
 
 
-class RecipeBase(_Strict):
-    """What every recipe kind shares. A new kind subclasses this, implements `run`, and adds one line to
-    `llmlabel.registry.recipe_kinds`; `load_recipe` picks the class from the recipe's `kind`."""
-
-    name: str = "recipe"
-    description: str = ""
-    kind: str
-
-    def run(self, progress: bool = True) -> dict[str, Any]:
-        """Run the recipe and return a JSON-able summary; a `report` key, if present, names the report file."""
-        raise NotImplementedError(f"recipe kind '{self.kind}' does not implement run()")
-
-    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
-        """Lines the CLI prints after a run (default: the report path)."""
-        return [f"report: {summary['report']}"] if "report" in summary else []
-
-
-class Recipe(RecipeBase):
-    """A labeling recipe: model + data + task + labeling + output, and whether to evaluate against gold."""
-
-    kind: Literal["label"] = "label"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    evaluate: bool = True
-    #: where labeling runs: 'local' (this process) or 'ray' (actor pools on a Ray cluster; see `ray`)
-    executor: str = "local"
-    ray: RayConfig = Field(default_factory=RayConfig)
-
-    def summary_lines(self, summary: dict[str, Any]) -> list[str]:
-        """The report path, and for a labeling method what the cross-fitting chose and whether the LLM earned it."""
-        from llmlabel.tuning import describe
-
-        selection = (summary.get("method") or {}).get("selection")
-        return ([f"{summary['mode']}: {describe(selection)}"] if selection else []) + super().summary_lines(summary)
-
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, value: str) -> str:
-        from llmlabel.registry import executors
-
-        if value not in executors:
-            raise ValueError(unknown("executor", value, executors.names()))
-        return value
-
-    def run(self, progress: bool = True) -> dict[str, Any]:
-        """Label the data with the recipe's executor (local: `llmlabel.pipeline.run_recipe`)."""
-        from llmlabel.executors.base import make_executor
-        from llmlabel.outputs import hold_output_folder
-
-        with hold_output_folder(self.output.dir):  # one run per output folder, whichever executor
-            return make_executor(self.executor).run(self, progress=progress)
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that holds the field at `loc` (for did-you-mean on unknown keys)."""
-    current: Any = model
-    for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
-            return None
-        annotation = current.model_fields[part].annotation
-        candidates = [annotation] + list(get_args(annotation))
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None and get_origin(annotation) is None:
-            return None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line per problem: where, what, and the closest valid key for unknown keys."""
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
-            fields = list(parent.model_fields) if parent else []
-            problems.append(f"unknown key '{where}'{suggest(str(loc[-1]), fields)}")
-        elif err["type"] == "missing":
-            problems.append(f"missing key '{where}'")
-        else:
-            value = err.get("input")
-            shown = f" (got {value!r})" if value is not None and not isinstance(value, (dict, list)) else ""
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "value_error":
-                shown = ""  # our validators name the bad value themselves
-            problems.append(f"'{where}': {msg}{shown}")
-    return f"{source}: " + "; ".join(problems)
-
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def read_recipe_text(file: Path) -> str:
-    """A recipe file's text; a folder, an unreadable file or one that is not UTF-8 is a one-line ConfigError."""
-    if file.is_dir():
-        raise ConfigError(f"recipe {file} is a folder, not a YAML file")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"recipe {file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-                          f"{exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read recipe {file}: {exc.strerror or exc}") from None
-
-
-def parse_overrides(pairs: list[str], flag: str = "--set") -> list[tuple[str, Any]]:
-    """Parse `key.path=value` strings; values are read as YAML scalars/lists (safely)."""
-    out = []
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects key=value, got '{pair}'")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        out.append((key.strip(), value))
-    return out
-
-
-def _check_size(data: Any, source: str) -> None:
-    """Refuse a recipe that expands to more than `MAX_RECIPE_VALUES` values (a YAML alias bomb), before anything
-    walks it as a tree (a shared node is counted every time it is referenced, which is what such a walk costs)."""
-    count, stack = 0, [data]
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > MAX_RECIPE_VALUES:
-            raise ConfigError(f"{source}: the recipe expands to more than {MAX_RECIPE_VALUES:,} values (deeply nested "
-                              "YAML aliases?); write it out without them")
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-
-
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
-                data: dict[str, Any] | None = None, source: str | None = None) -> RecipeBase:
-    """Load and validate a recipe from a YAML file (or a dict), applying `--set` style overrides.
-
-    The recipe's `kind` (default 'label') picks its pydantic class from `llmlabel.registry.recipe_kinds`.
-    """
-    source = source or (str(path) if path is not None else "recipe")
-    if data is None:
-        file = Path(path) if path is not None else None
-        if file is None or not file.exists():
-            raise ConfigError(f"recipe file not found: {path}")
-        try:
-            data = yaml.safe_load(read_recipe_text(file)) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a recipe must be a YAML mapping")
-    _check_size(data, source)
-    data = dict(data)
-    for key, value in parse_overrides(overrides or []):
-        _check_size(value, f"--set {key}")  # an alias bomb can come in through a flag too
-        _set_path(data, key, value)
-    if overrides:
-        _check_size(data, source)  # several flags, each under the limit, may add up past it
-    from llmlabel.registry import recipe_kinds
-
-    kind = data.get("kind", "label")
-    if str(kind) not in recipe_kinds:
-        from llmlabel.errors import unknown
-
-        raise ConfigError(f"{source}: " + unknown("recipe kind", str(kind), recipe_kinds.names()))
-    recipe_class = recipe_kinds.get(str(kind))
-    try:
-        return recipe_class.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, recipe_class, source)) from None

@@ -74,15 +74,15 @@ backends.add("chat", "llmlabel.backends.chat:ChatBackend")
 backends.add("decisions", "llmlabel.backends.decisions:DecisionsBackend")
 backends.add("systemone", "llmlabel.backends.systemone:SystemOneBackend")
 
-#: Recipe kinds: `kind:` in a recipe -> its pydantic class (a `llmlabel.config.RecipeBase` subclass with `run`).
+#: Recipe kinds: `kind:` in a recipe -> its class (a `llmlabel.kinds.base.RecipeKind` subclass with hooks).
 recipe_kinds = Registry("recipe kind")
-recipe_kinds.add("label", "llmlabel.config:Recipe")
-recipe_kinds.add("distill_student", "llmlabel.training.recipes:DistillStudentRecipe")
-recipe_kinds.add("weak_to_strong", "llmlabel.training.recipes:WeakToStrongRecipe")
-recipe_kinds.add("symbol_tuning", "llmlabel.training.recipes:SymbolTuningRecipe")
-recipe_kinds.add("tnt_llm", "llmlabel.taxonomy.recipe:TntRecipe")
-recipe_kinds.add("audit", "llmlabel.stats.recipes:AuditRecipe")
-recipe_kinds.add("estimate", "llmlabel.stats.recipes:EstimateRecipe")
+recipe_kinds.add("label", "llmlabel.kinds.label:Recipe")
+recipe_kinds.add("tnt_llm", "llmlabel.kinds.tnt_llm:TntRecipe")
+recipe_kinds.add("distill_student", "llmlabel.kinds.distill_student:DistillStudentRecipe")
+recipe_kinds.add("weak_to_strong", "llmlabel.kinds.weak_to_strong:WeakToStrongRecipe")
+recipe_kinds.add("symbol_tuning", "llmlabel.kinds.symbol_tuning:SymbolTuningRecipe")
+recipe_kinds.add("audit", "llmlabel.kinds.audit:AuditRecipe")
+recipe_kinds.add("estimate", "llmlabel.kinds.estimate:EstimateRecipe")
 
 #: In-context exemplar selectors (`llmlabel.selection.base.Selector` subclasses).
 selectors = Registry("selector")
@@ -113,7 +113,7 @@ methods.add("knn_prompting", "llmlabel.methods.knn_prompting:KNNPrompting")
 methods.add("fusion", "llmlabel.methods.fusion:Fusion")
 methods.add("stacking", "llmlabel.methods.stacking:Stacking")
 
-#: Where a label recipe runs (`llmlabel.executors.base.Executor` subclasses): `executor:` in a recipe.
+#: Where a recipe kind runs (`llmlabel.executors.base.Executor` subclasses): `executor:` in a recipe.
 executors = Registry("executor")
 executors.add("local", "llmlabel.executors.local:LocalExecutor")
 executors.add("ray", "llmlabel.executors.ray:RayExecutor")

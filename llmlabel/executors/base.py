@@ -1,25 +1,38 @@
-"""The executor interface: run a validated label recipe, write its predictions and report, return the summary."""
+"""The executor interface and the one run loop of every recipe kind.
+
+`Executor.run` is the loop (prepare, execute, report, write the report); an executor only decides where `execute`
+happens: `local` calls the kind's own `execute` in this process, `ray` schedules a label kind's rows on a cluster. The
+finish (the summary, the evaluation, the report) is the kind's `report` hook, the same whichever executor ran it.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any
 
 
-class Executor(ABC):
-    """Runs a `llmlabel.config.Recipe` end to end.
+class Executor:
+    """Runs a recipe kind (`llmlabel.kinds.base.RecipeKind`) with its `RunContext`.
 
-    Every executor writes the same outputs (the predictions file in input order and the report) and returns the same
-    summary keys as the local one (`llmlabel.pipeline.run_recipe`), so switching executors changes where the work
-    runs, not what comes out.
+    Every executor writes the same outputs and returns the same summary keys for a kind, so switching executors
+    changes where the work runs, not what comes out.
     """
 
     #: registry name, e.g. "ray"
     name: str = "base"
 
-    @abstractmethod
-    def run(self, recipe: Any, progress: bool = True) -> dict[str, Any]:
-        """Label the recipe's data; return the summary (stats, metrics, output paths)."""
+    def run(self, kind: Any, ctx: Any) -> dict[str, Any]:
+        """The run loop: prepare, execute here or elsewhere, close what the run opened, report, write the report."""
+        state = kind.prepare(ctx)
+        try:
+            result = self.execute(kind, ctx, state)
+        finally:
+            ctx.close()
+        summary = kind.report(ctx, state, result)
+        return ctx.write_report(summary, kind.report_path())
+
+    def execute(self, kind: Any, ctx: Any, state: Any) -> Any:
+        """Do the kind's work (default: in this process, the kind's own `execute`)."""
+        return kind.execute(ctx, state)
 
 
 def make_executor(name: str) -> Executor:

@@ -8,12 +8,13 @@ How a run goes:
    missing). The rest go to the object store as Arrow blocks, one block per shard (`ray.data.from_arrow_refs`), so
    workers need no access to the input files.
 3. `map_batches(LabelActor, compute=ActorPoolStrategy(...))`: each actor builds the backend and the Labeler once,
-   with the code the local executor uses (`llmlabel.pipeline.build_engine`), and labels whole shards. Fault
+   with the code the local executor uses (`llmlabel.labeling.config.build_engine`), and labels whole shards. Fault
    tolerance is Ray's: a dead actor is restarted (`max_restarts`) and its unfinished shards retried
    (`max_task_retries`); output of a failed attempt is never emitted, so nothing is duplicated.
 4. The driver groups the results by shard and writes each finished shard atomically (temp file, then rename) to
    `<output.dir>/shards/shard-000012.parquet`, logging who wrote it in `shards/done.jsonl`.
-5. The shards are merged in row order into the predictions file, evaluated and reported exactly as locally.
+5. The shards are merged in row order into the predictions file; the label kind's `report` hook evaluates and
+   reports them exactly as locally (the executor only schedules; the finish is the kind's).
 
 Labels match the local executor's, with one exception: `calibration: batch` divides out the running mean of the rows
 an engine has scored so far, and each actor sees different rows, so those labels can differ (a warning says so).
@@ -74,9 +75,9 @@ class LabelActor:
 
     def __init__(self, recipe: dict[str, Any], task: dict[str, Any], first_chunk: list[dict[str, Any]] | None = None):
         from llmlabel.backends.base import load_backend
-        from llmlabel.config import Recipe
-        from llmlabel.pipeline import build_engine
         from llmlabel.core.task import LabelTask
+        from llmlabel.kinds.label import Recipe
+        from llmlabel.labeling.config import build_engine
 
         start = time.perf_counter()
         # Progress bars of model loading would be forwarded from every actor to the driver's terminal.
@@ -91,8 +92,8 @@ class LabelActor:
             self.task = LabelTask.model_validate(task)
             self.backend = load_backend(self.recipe.model.backend, model=self.recipe.model.name,
                                         **self.recipe.model.options)
-            self.labeler, self.engine = build_engine(self.recipe, self.task, self.backend, cache=None,
-                                                     progress=False)
+            self.setup = build_engine(self.recipe, self.task, self.backend, cache=None, progress=False)
+            self.labeler, self.engine = self.setup
             if first_chunk:
                 for _ in self.engine.iter_label(first_chunk):
                     pass
@@ -116,7 +117,7 @@ class LabelActor:
         if not self.announced:  # once per actor (a restarted actor announces itself again)
             self.announced = True
             meta.update(init_seconds=self.init_seconds, backend=self.backend.name, model=self.backend.model_id)
-            if self.engine is not self.labeler:
+            if self.setup.has_method:
                 meta["method_report"] = json.loads(json.dumps(self.engine.report, default=str))
         labels = [r["label"] if r["label"] is None or isinstance(r["label"], str) else json.dumps(r["label"])
                   for r in out]
@@ -306,16 +307,12 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def run(self, recipe: Any, progress: bool = True) -> dict[str, Any]:
-        """Label the recipe's data on Ray; write shards, the predictions file and the report; return the summary."""
-        from llmlabel.data import Dataset
-        from llmlabel.pipeline import build_task, check_data
-
+    def execute(self, recipe: Any, ctx: Any, state: Any) -> Any:
+        """Label the prepared rows of a label recipe on Ray; write shards and the predictions file; return the
+        `llmlabel.kinds.label.Labeled` its `report` hook reads (as the local executor's)."""
         ray = _import_ray()
         cfg = recipe.ray
-        dataset = Dataset(recipe.data.path, split=recipe.data.split, limit=recipe.data.limit)
-        task = build_task(recipe, dataset)
-        has_gold = check_data(task, dataset)
+        dataset, task, progress = state.dataset, state.task, ctx.progress
         _check_backend(recipe)
         if _calibration(recipe) == "batch":
             log.warning("calibration 'batch' divides out the running mean of the rows each engine has scored; "
@@ -346,7 +343,7 @@ class RayExecutor(Executor):
         missing = [i for i in range(store.count) if not shard_path(store.folder, i).exists()]
         if missing:
             raise RuntimeError(f"the ray run ended with {len(missing)} shard(s) unwritten (first: {missing[0]})")
-        return self._finish(recipe, task, dataset, store, has_gold, meta, info, seconds)
+        return self._finish(recipe, task, dataset, store, state.evaluating, meta, info, seconds)
 
     @staticmethod
     def _connect(ray: Any, cfg: Any) -> bool:
@@ -455,54 +452,22 @@ class RayExecutor(Executor):
         return meta
 
     @staticmethod
-    def _finish(recipe: Any, task: Any, dataset: Any, store: _ShardStore, has_gold: bool,
-                meta: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> dict[str, Any]:
-        """Merge the shards in row order into the predictions file; evaluate and report as the local executor does."""
-        import pyarrow.parquet as pq
-
+    def _finish(recipe: Any, task: Any, dataset: Any, store: _ShardStore, evaluating: bool,
+                meta: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> Any:
+        """Merge the shards in row order into the predictions file; count what the report needs."""
         from llmlabel.io import write_rows
-        from llmlabel.metrics import evaluate
-        from llmlabel.io import write_json
+        from llmlabel.kinds.label import GoldTally, Labeled
 
-        evaluating = recipe.evaluate and has_gold and not task.multi_label
-        gold: list[Any] = []
-        without_gold = [0]
-        pred: list[Any] = []
-        confidences: list[float] = []
+        tally = GoldTally()
         statuses: Counter = Counter()
-        truncated = 0
-
-        def merged() -> Any:
-            nonlocal truncated
-            source = iter(dataset)
-            expected = 0
-            for index in range(store.count):
-                table = pq.read_table(shard_path(store.folder, index), columns=["_row_id", "row"])
-                for row_id, blob in zip(table.column("_row_id").to_pylist(), table.column("row").to_pylist()):
-                    if row_id != expected:
-                        raise RuntimeError(f"shard {index}: row id {row_id} where {expected} was expected")
-                    expected += 1
-                    out = json.loads(blob)
-                    original = next(source)
-                    statuses[out["status"]] += 1
-                    truncated += int(bool(out.get("truncated")))
-                    row_gold = task.gold(original) if evaluating else None
-                    if row_gold is not None:  # rows without gold are labeled, counted, not evaluated
-                        gold.append(row_gold)
-                        pred.append(out["label"])
-                        confidences.append(out["confidence"])
-                    elif evaluating:
-                        without_gold[0] += 1
-                    yield out
-            if expected != store.total:
-                raise RuntimeError(f"the shards hold {expected} rows, the data {store.total}")
-
+        truncated = [0]
         merge_start = time.perf_counter()
-        predictions = write_rows(merged(), recipe.output.path(recipe.output.predictions))
+        rows = _merged_rows(task, dataset, store, evaluating, tally, statuses, truncated)
+        predictions = write_rows(rows, recipe.output.path(recipe.output.predictions))
         info["merge_seconds"] = round(time.perf_counter() - merge_start, 3)
         computed = sum(m["rows"] for m in meta)
-        stats = {"rows": store.total, "cached": store.total - computed, "computed": computed, "truncated": truncated,
-                 "statuses": dict(statuses), "seconds": round(seconds, 3),
+        stats = {"rows": store.total, "cached": store.total - computed, "computed": computed,
+                 "truncated": truncated[0], "statuses": dict(statuses), "seconds": round(seconds, 3),
                  "items_per_second": round(store.total / seconds, 3) if seconds else 0.0}
         per_worker: dict[str, dict[str, float]] = {}
         for m in meta:
@@ -513,23 +478,30 @@ class RayExecutor(Executor):
                 entry["init_seconds"] = round(m["init_seconds"], 3)
         info["per_worker"] = per_worker
         announced = next((m for m in meta if "backend" in m), {})
-        summary: dict[str, Any] = {
-            "recipe": recipe.name, "backend": announced.get("backend", recipe.model.backend),
-            "model": announced.get("model", recipe.model.name), "mode": recipe.labeling.mode,
-            "rows": store.total, "predictions": str(predictions), "stats": stats,
-            "invalid_utf8_rows": dataset.invalid_utf8_rows, "executor": info,
-        }
-        if recipe.labeling.method is not None:
-            summary["mode"] = f"{recipe.labeling.method.name} over {recipe.labeling.mode}"
-            report = announced.get("method_report", {})
-            summary["method"] = dict(report)
-        if evaluating:
-            report = evaluate(gold, pred, task.names, confidences)
-            report["rows_without_gold"] = without_gold[0]
-            report["cost"] = stats
-            summary["metrics"] = report
-        summary_path = recipe.output.path(recipe.output.report)
-        write_json(summary, summary_path)
-        summary["report"] = str(summary_path)
-        return summary
+        return Labeled(predictions, store.total, stats, announced.get("backend", recipe.model.backend),
+                       announced.get("model", recipe.model.name), tally, {"executor": info},
+                       announced.get("method_report", {}) if recipe.labeling.method is not None else None)
 
+
+def _merged_rows(task: Any, dataset: Any, store: _ShardStore, evaluating: bool, tally: Any, statuses: Counter,
+                 truncated: list[int]) -> Any:
+    """The output rows of every shard in row order (checked against the data), counted as they pass."""
+    import pyarrow.parquet as pq
+
+    source = iter(dataset)
+    expected = 0
+    for index in range(store.count):
+        table = pq.read_table(shard_path(store.folder, index), columns=["_row_id", "row"])
+        for row_id, blob in zip(table.column("_row_id").to_pylist(), table.column("row").to_pylist()):
+            if row_id != expected:
+                raise RuntimeError(f"shard {index}: row id {row_id} where {expected} was expected")
+            expected += 1
+            out = json.loads(blob)
+            original = next(source)
+            statuses[out["status"]] += 1
+            truncated[0] += int(bool(out.get("truncated")))
+            if evaluating:  # rows without gold are labeled, counted, not evaluated
+                tally.add(task.gold(original), out["label"], out["confidence"])
+            yield out
+    if expected != store.total:
+        raise RuntimeError(f"the shards hold {expected} rows, the data {store.total}")

@@ -14,7 +14,8 @@ def _split(value: Optional[str]) -> list[str] | None:
 
 
 def _run(recipe: dict[str, Any] | None, recipe_path: Optional[Path], overrides: list[str], quiet: bool) -> None:
-    from llmlabel.config import load_recipe
+    from llmlabel.cli import run_and_print
+    from llmlabel.kinds.loading import load_recipe
 
     if recipe_path is not None:
         from llmlabel.recipes_index import find_recipe
@@ -22,13 +23,11 @@ def _run(recipe: dict[str, Any] | None, recipe_path: Optional[Path], overrides: 
         loaded = load_recipe(find_recipe(str(recipe_path)), overrides=overrides)
     else:
         loaded = load_recipe(data=recipe, overrides=overrides, source="flags")
-    summary = loaded.run(progress=not quiet)
-    for line in loaded.summary_lines(summary):
-        typer.echo(line)
+    run_and_print(loaded, quiet=quiet, own_output=False)  # as before: library output stays on the terminal
 
 
 def _model_section(backend: str, model: str, option: list[str]) -> dict[str, Any]:
-    from llmlabel.config import parse_overrides
+    from llmlabel.kinds.loading import parse_overrides
 
     return {"backend": backend, "name": model, "options": dict(parse_overrides(option))}
 

@@ -109,6 +109,23 @@ def _cross_fit(texts: list[str], targets: np.ndarray, labels: Sequence[str], con
     return out
 
 
+def _weak_labels(pool_texts: Sequence[str], pool_gold: np.ndarray, test_texts: list[str], a_idx: np.ndarray,
+                 b_idx: np.ndarray, n_classes: int, seed: int, weak: WeakConfig,
+                 weak_probs: tuple[np.ndarray, np.ndarray] | None, embedder: Any,
+                 record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The weak supervisor's probabilities on half B and the test rows (precomputed, or a weak model trained on A)."""
+    if weak_probs is not None:
+        record["weak_train_rows"] = 0
+        return weak_probs[0][b_idx], weak_probs[1]
+    if weak.kind == "labeler":
+        raise ConfigError("weak.kind 'labeler' needs the labeler's probabilities (weak_probs)")
+    train = a_idx[: weak.train_size] if weak.train_size else a_idx
+    model, c = train_weak(weak.kind, [pool_texts[i] for i in train], pool_gold[train], n_classes, weak.C, seed,
+                          embedder)
+    record["weak_train_rows"], record["weak_C"] = len(train), c
+    return model.predict_proba([pool_texts[i] for i in b_idx]), model.predict_proba(test_texts)
+
+
 def run_seed(pool_texts: Sequence[str], pool_gold: Sequence[int], test_texts: Sequence[str],
              test_gold: Sequence[int], labels: Sequence[str], half_size: int, seed: int,
              weak: WeakConfig | None = None, student: StudentConfig | None = None,
@@ -148,17 +165,8 @@ def run_seed(pool_texts: Sequence[str], pool_gold: Sequence[int], test_texts: Se
     record: dict[str, Any] = {"seed": seed, "half_size": half_size}
 
     start = time.perf_counter()
-    if weak_probs is not None:
-        b_weak, test_weak = weak_probs[0][b_idx], weak_probs[1]
-        record["weak_train_rows"] = 0
-    else:
-        if weak.kind == "labeler":
-            raise ConfigError("weak.kind 'labeler' needs the labeler's probabilities (weak_probs)")
-        train = a_idx[: weak.train_size] if weak.train_size else a_idx
-        model, c = train_weak(weak.kind, [pool_texts[i] for i in train], pool_gold_a[train], n_classes, weak.C,
-                              seed, embedder)
-        b_weak, test_weak = model.predict_proba(b_texts), model.predict_proba(list(test_texts))
-        record["weak_train_rows"], record["weak_C"] = len(train), c
+    b_weak, test_weak = _weak_labels(pool_texts, pool_gold_a, list(test_texts), a_idx, b_idx, n_classes, seed, weak,
+                                     weak_probs, embedder, record)
     seconds["weak"] = time.perf_counter() - start
     record["weak"] = accuracy(test_weak, test_gold_a)
     record["weak_label_accuracy"] = accuracy(b_weak, b_gold)  # how noisy the labels the student learns from are

@@ -120,7 +120,7 @@ def test_int8_backend_agrees_with_float32_where_the_margin_is_clear(fp32_backend
 def test_int8_through_a_recipe_option(tmp_path, shared_data):
     """`model.options.quantize: int8` reaches the backend from a recipe (what `--set`/`--option` write)."""
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     recipe = load_recipe("recipes/quickstart.yaml", overrides=[
         f"data.path={shared_data / 'sst2' / 'test.jsonl'}", "data.limit=16", f"output.dir={tmp_path}",
@@ -160,7 +160,7 @@ def test_dtype_auto_follows_the_cpu(monkeypatch):
 
 def test_quickstart_recipe_on_real_sst2_rows(tmp_path, shared_data, default_backend):
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     recipe = load_recipe("recipes/quickstart.yaml", overrides=[
         f"data.path={shared_data / 'sst2' / 'test.jsonl'}", "data.limit=48", f"output.dir={tmp_path}"])

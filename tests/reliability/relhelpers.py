@@ -29,7 +29,7 @@ def openai_recipe(out: Path, data: Path, url: str, tokenizer: str, labels: list[
 def run(recipe: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run a recipe dict in-process; returns (summary, predictions)."""
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     summary = run_recipe(load_recipe(data=recipe), progress=False)
     return summary, read_jsonl(Path(summary["predictions"]))

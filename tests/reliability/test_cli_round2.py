@@ -468,7 +468,7 @@ def test_the_python_api_holds_the_output_folder_too(tmp_path):
     from llmlabel.config import load_recipe
     from llmlabel.errors import OutputError
     from llmlabel.outputs import hold_output_folder
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     recipe = load_recipe(_slow_recipe(tmp_path, 4, delay=0))
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from llmlabel.outputs import "

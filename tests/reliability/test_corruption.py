@@ -141,7 +141,7 @@ class _Crashing(FakeBackend):
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("a bug")], ids=["interrupt", "crash"])
 def test_a_crash_midway_leaves_the_previous_outputs_whole(error, tmp_path):
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     data = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(50))
     out = tmp_path / "out"

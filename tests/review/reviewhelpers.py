@@ -14,7 +14,7 @@ def make_run(folder: Path, data: Path, limit: int, labels: list[str] | None = No
              instruction: str = "Classify the sentiment.") -> Path:
     """Label `limit` rows of `data` with the fake backend through `run_recipe`; returns the run folder."""
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     recipe = {"name": folder.name, "model": {"backend": "fake", "name": model},
               "data": {"path": str(data), "limit": limit},

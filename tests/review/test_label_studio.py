@@ -64,7 +64,7 @@ def _round_trip(label_studio: tuple[str, str], run_dir: Path, budget: int, tmp_p
 def test_label_studio_round_trip_sst2_default_model(label_studio, tmp_path, shared_data, capsys):
     """SST-2 rows labeled by the real default model."""
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     run_dir = tmp_path / "sst2"
     run_recipe(load_recipe(data={

@@ -351,7 +351,7 @@ def test_reviewed_rows_serve_as_exemplar_pool_and_calibration_dev_slice(sst2_run
     from llmlabel.backends.fake import FakeBackend
     from llmlabel.calibration.select import choose_calibration
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
     from llmlabel.review.use import reviewed_rows
     from llmlabel.core.task import LabelTask
 

@@ -36,3 +36,15 @@ def test_no_module_imports_another_modules_private_name():
 def test_the_orchestration_stays_small():
     lines = len(ORCHESTRATION.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_ORCHESTRATION_LINES, f"{ORCHESTRATION.name} has {lines} lines"
+
+
+#: the orchestrator: runs a recipe of any kind end to end (kinds label sub-recipes through `RunContext.label`)
+ORCHESTRATOR = "llmlabel.kinds.run"
+
+
+def test_only_the_cli_and_the_public_api_import_the_orchestrator():
+    importers = sorted(str(path.relative_to(PACKAGE.parent)) for path, tree in _modules() for node in ast.walk(tree)
+                       if (isinstance(node, ast.ImportFrom) and node.module == ORCHESTRATOR)
+                       or (isinstance(node, ast.Import) and any(a.name == ORCHESTRATOR for a in node.names))
+                       or (isinstance(node, ast.Constant) and node.value == ORCHESTRATOR))
+    assert set(importers) <= {"llmlabel/cli.py", "llmlabel/__init__.py"}, importers

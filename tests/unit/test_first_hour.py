@@ -115,7 +115,7 @@ def test_fully_cached_run_reports_that_the_model_was_not_loaded(tmp_path, monkey
     from llmlabel.backends import lazy
     from llmlabel.backends.fake import FakeBackend
     from llmlabel.config import load_recipe
-    from llmlabel.pipeline import run_recipe
+    from llmlabel import run_recipe
 
     # the fake backend has no tokenizer front of its own: give it one, as transformers and vllm have
     monkeypatch.setattr(FakeBackend, "describe", classmethod(lambda cls, model=None, **o: FakeBackend(model, **o)),

@@ -254,7 +254,13 @@ def test_zero_shot_labeler_as_weak_supervisor_gives_probabilities(tmp_path):
                                "task": {"labels": ["negative", "positive"]}, "output": {"dir": str(tmp_path)}})
     names = ["negative", "positive"]
     pool = ["so negative and negative", "positive vibes, positive", "meh"]
-    pool_probs, test_probs = recipe._labeler_probs(pool, ["a positive, positive one"], [0, 1], names, False)
+    from llmlabel.kinds.base import RunContext
+
+    ctx = RunContext(recipe, progress=False)
+    try:
+        pool_probs, test_probs = recipe._labeler_probs(ctx, pool, ["a positive, positive one"], [0, 1], names)
+    finally:
+        ctx.close()
     assert pool_probs.shape == (3, 2) and pool_probs[2].tolist() == [0.5, 0.5]  # not needed: not labeled
     assert pool_probs[0].argmax() == 0 and pool_probs[1].argmax() == 1 and test_probs[0].argmax() == 1
     assert pool_probs.sum(axis=1) == pytest.approx([1, 1, 1])
