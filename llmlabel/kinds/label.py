@@ -229,8 +229,7 @@ class Recipe(LabelingKind):
         backend = result.backend_object
         if getattr(backend, "supports_decide", False) and hasattr(backend, "api_report"):
             summary["api"] = backend.api_report(result.stats["computed"])
-            # the Labeler's option plan: public `option_plan` once the labeling split lands, `_option_plan` before
-            plan = getattr(result.labeler, "option_plan", None) or getattr(result.labeler, "_option_plan", None)
+            plan = result.labeler.option_plan  # how the decision endpoint was asked (direct, shortlist, two-level)
             if plan is not None:
                 summary["api"]["options"] = plan.describe()
 
