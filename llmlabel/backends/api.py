@@ -256,9 +256,9 @@ class APIBackend(HTTPClient, Backend):
             self.served_model = resolve_model(None)
         self.tokenizer = None
         if tokenizer is not None or default:
-            from llmlabel.backends.openai import _load_tokenizer
+            from llmlabel.backends.openai import load_tokenizer
 
-            self.tokenizer = _load_tokenizer(None if default else model, tokenizer)
+            self.tokenizer = load_tokenizer(None if default else model, tokenizer)
         if max_context is not None and int(max_context) < 16:
             raise ConfigError(f"max_context must be at least 16 tokens, got {max_context}")
         self._max_context = None if max_context is None else int(max_context)

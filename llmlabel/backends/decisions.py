@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlabel.backends.api import APIBackend, DecisionAnswer, DecisionRow, log_prob
-from llmlabel.backends.http import _is_number
+from llmlabel.backends.http import is_number
 from llmlabel.errors import ConfigError
 
 #: choices per choice question
@@ -108,7 +108,7 @@ class DecisionsBackend(APIBackend):
             return None
         if question.kind == "predicate":
             p = answer.get("probability") if kind == "predicate" else None
-            if not _is_number(p) or not 0 <= p <= 1:
+            if not is_number(p) or not 0 <= p <= 1:
                 raise self._fail("POST", "/decisions", f"answer to '{question.name}' is not a predicate probability")
             return [log_prob(p), log_prob(1 - p)]
         probs = answer.get("probabilities") if kind == "choice" else None
@@ -116,7 +116,7 @@ class DecisionsBackend(APIBackend):
             raise self._fail("POST", "/decisions", f"answer to '{question.name}' is not a choice answer")
         by_value = {}
         for entry in probs:
-            if isinstance(entry, dict) and isinstance(entry.get("value"), str) and _is_number(entry.get("probability")):
+            if isinstance(entry, dict) and isinstance(entry.get("value"), str) and is_number(entry.get("probability")):
                 by_value[entry["value"]] = entry["probability"]
         names = [o[0] for o in question.options]
         if any(n not in by_value for n in names):

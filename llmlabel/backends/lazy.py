@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from llmlabel.backends.base import Backend, _encodable
+from llmlabel.backends.base import Backend, encodable
 
 log = logging.getLogger("llmlabel")
 
@@ -84,7 +84,7 @@ class TokenizerFront:
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens `text` takes, no special tokens added (as `TokenizerMixin.count_tokens`)."""
-        return len(self._tokenizer.encode(_encodable(text), add_special_tokens=False).ids)
+        return len(self._tokenizer.encode(encodable(text), add_special_tokens=False).ids)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """`text` cut to its first `max_tokens` tokens; decoded by the folder's own `transformers` tokenizer (loaded

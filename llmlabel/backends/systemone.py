@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlabel.backends.api import APIBackend, DecisionAnswer, DecisionRow, log_prob
-from llmlabel.backends.http import _is_number
+from llmlabel.backends.http import is_number
 from llmlabel.errors import ConfigError
 
 #: options per choice question (vLLM labels them A-Z)
@@ -107,12 +107,12 @@ class SystemOneBackend(APIBackend):
                         continue
                     probs = answer.get("probabilities")
                     names = [o[0] for o in question.options] if question.kind == "choice" else ["yes", "no"]
-                    if not isinstance(probs, dict) or not all(_is_number(probs.get(n)) for n in names):
+                    if not isinstance(probs, dict) or not all(is_number(probs.get(n)) for n in names):
                         raise self._fail("POST", "/systemone", f"answer to '{qid}' lacks the probability of "
                                          "every option")
                     answers.append([log_prob(probs[n]) for n in names])
                     diag = diagnostics.get(qid)
-                    if isinstance(diag, dict) and _is_number(diag.get("label_mass")):
+                    if isinstance(diag, dict) and is_number(diag.get("label_mass")):
                         self.diagnostics["questions"] += 1
                         self.diagnostics["label_mass"] += float(diag["label_mass"])
                         self.diagnostics["argmax_not_label"] += int(diag.get("argmax_is_label") is False)

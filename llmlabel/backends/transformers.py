@@ -79,7 +79,8 @@ def _torch_is_cpu_only() -> bool:
     return False
 
 
-def _device(requested: str | None) -> str:
+def resolve_device(requested: str | None) -> str:
+    """`requested`, else "cuda" where torch has a GPU, else "cpu"."""
     if requested:
         return requested
     if _torch_is_cpu_only():
@@ -216,7 +217,7 @@ class TransformersBackend(TokenizerMixin, Backend):
             raise ConfigError(f"prune_nodes must be a positive number of trie nodes or None, got {prune_nodes}")
         if not 0.0 < prune_coverage <= 1.0:
             raise ConfigError(f"prune_coverage must be in (0, 1], got {prune_coverage}")
-        device = _device(device)
+        device = resolve_device(device)
         if quantize and device != "cpu":
             raise ConfigError(f"quantize={quantize} runs on the CPU only; on '{device}' use dtype bfloat16")
         path = resolve_model(model)
