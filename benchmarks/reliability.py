@@ -456,7 +456,7 @@ def main() -> None:
             record["endpoint_scenarios"] = endpoint_scenarios(rows, Path(tmp), tokenizer)
             record["endpoints_date"] = time.strftime("%Y-%m-%d")
         RESULTS.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-        from benchmarks.zero_shot import update_readme
+        from benchmarks.common import update_readme
 
         update_readme("reliability", render(record))
         print(render(record))
@@ -472,7 +472,7 @@ def main() -> None:
         record["soak"] = soak_scenario(tokenizer, args.soak)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import update_readme
 
     update_readme("reliability", render(record))
     print(render(record))

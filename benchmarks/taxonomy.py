@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.zero_shot import update_readme
+from benchmarks.common import save_results, update_readme
 from llmlabel.backends.base import load_backend
 from llmlabel.config import load_recipe
 
@@ -162,8 +162,7 @@ def main() -> None:
                     print(json.dumps(record["rows"][-1]), flush=True)
     finally:
         backend.close()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    save_results(RESULTS, record)
     update_readme("taxonomy", render(record))
     print(render(record))
     print(f"wrote {RESULTS}")

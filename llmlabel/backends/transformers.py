@@ -24,7 +24,8 @@ from llmlabel.terminal import prompts_done
 XGRAMMAR_INSTALL = ("pip install 'llmlabel[json]' (on CPU, `pip install --no-deps xgrammar apache-tvm-ffi` skips the "
                     "~1 GB triton it pulls)")
 
-#: text whose activations set the int8 smoothing scales (`quantize="int8"`)
+#: id of the text whose activations set the int8 smoothing scales (`quantize="int8"`; the text is
+#: `llmlabel/backends/int8_calibration.v1.txt`), part of the model id
 INT8_CALIBRATION = "int8_calibration.v1"
 
 
@@ -178,10 +179,9 @@ class TransformersBackend(TokenizerMixin, Backend):
         #: with quantize=int8, the LM head for the log-softmax normalizer (see `_target_log_probs`)
         self._int8_head: Any = None
         if quantize == "int8":
-            from llmlabel.backends.int8 import int8_head, quantize_int8
-            from llmlabel.core.prompts import load_prompt
+            from llmlabel.backends.int8 import calibration_text, int8_head, quantize_int8
 
-            calibration = self.chat_prompt([{"role": "user", "content": load_prompt(INT8_CALIBRATION).render()}])
+            calibration = self.chat_prompt([{"role": "user", "content": calibration_text()}])
             calibration_ids = torch.tensor([self.encode(calibration)], device=self.device)
             self._int8_head = int8_head(self.model, calibration_ids)  # float-model statistics: before the layers
             quantize_int8(self.model, calibration_ids)
