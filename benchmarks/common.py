@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the shared data folder (`../shared/data` beside the repository, or $LLMLABEL_SHARED_DATA)
+DATA = Path(os.environ.get("LLMLABEL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def save_results(path: Path, results: Any) -> None:

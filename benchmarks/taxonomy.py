@@ -14,16 +14,18 @@ import argparse
 import json
 import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import save_results, update_readme
-from llmlabel.backends.base import load_backend
-from llmlabel.config import load_recipe
-
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))  # run as a script: `benchmarks` is importable
+
+from benchmarks.common import DATA, save_results, update_readme  # noqa: E402
+from llmlabel.backends.base import load_backend  # noqa: E402
+from llmlabel.config import load_recipe  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "taxonomy.json"
 
 DATASETS = {

@@ -29,8 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import save_results, update_readme  # noqa: E402
-from benchmarks.zero_shot import DATA  # noqa: E402
+from benchmarks.common import DATA, save_results, update_readme  # noqa: E402
 from llmlabel.data import Dataset, load_labels_file  # noqa: E402
 from llmlabel.training.student import FeatureCache, StudentConfig  # noqa: E402
 from llmlabel.training.weak_to_strong import WeakConfig, run_seed, summarize  # noqa: E402
