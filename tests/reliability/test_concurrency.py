@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import read_jsonl, write_jsonl, cached_rows as _stored
+from helpers import cached_rows as _stored, read_jsonl, write_jsonl
 from llmlabel.testing.soak import check_soak, soak
 from relhelpers import assert_complete, sentiment_rows
 

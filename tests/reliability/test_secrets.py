@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import write_jsonl, run_cli as _cli
+from helpers import run_cli as _cli, write_jsonl
 from llmlabel.config import load_recipe
 from llmlabel.errors import ConfigError
 from llmlabel.testing.fault_server import serve_faults

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from reviewhelpers import answer_like_gold, make_run
-from helpers import read_jsonl, write_jsonl, run_cli as _cli
+from helpers import read_jsonl, run_cli as _cli, write_jsonl
 
 from llmlabel.errors import ConfigError, DataError
 from llmlabel.review.agreement import agreement, wilson_interval

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import write_jsonl, run_cli as _cli
+from helpers import run_cli as _cli, write_jsonl
 from reviewhelpers import answer_like_gold, make_run
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, read_jsonl, write_jsonl, run_cli as _cli
+from helpers import REPO, read_jsonl, run_cli as _cli, write_jsonl
 from llmlabel.config import load_recipe
 from llmlabel.data import Dataset
 from llmlabel.io import write_rows

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from helpers import read_jsonl, write_jsonl, cached_rows as _stored
+from helpers import cached_rows as _stored, read_jsonl, write_jsonl
 
 
 def test_killed_run_resumes_without_loss_or_recompute(tmp_path):

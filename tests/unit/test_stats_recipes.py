@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from helpers import REPO, read_jsonl, write_jsonl, run_cli as _cli
+from helpers import REPO, read_jsonl, run_cli as _cli, write_jsonl
 from llmlabel.config import load_recipe
 from llmlabel.errors import ConfigError
 
