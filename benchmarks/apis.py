@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="only rewrite the README table from the results file")
     args = parser.parse_args()
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import update_readme
 
     if args.readme:
         update_readme("apis", render(json.loads(args.output.read_text())))

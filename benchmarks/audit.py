@@ -137,7 +137,7 @@ def main() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import save_results, update_readme
 
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -146,8 +146,7 @@ def main() -> None:
             record = run_dataset(dataset, args.rows, tuple(range(args.seeds)))
             record.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))
             results[dataset] = record
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            save_results(RESULTS, results)
     update_readme("audit", render({d: results[d] for d in DATASETS if d in results}))
     print(f"wrote {RESULTS}")
 

@@ -26,6 +26,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,28 +134,25 @@ def render(results: dict) -> str:
             return "–"
         return f"{v[cov]:.1%} / {v[width]:.{digits}f}"
 
+    def table(caption: str, row_head: str, row_name: Callable[[dict], str], key: str, digits: int) -> list[str]:
+        lines = ["", caption, "", f"| {row_head} | n | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+        for r in results.values():
+            for n, v in r["sizes"].items():
+                if "skipped" in v:
+                    continue
+                lines.append(f"| {row_name(r)} | {n} | "
+                             + " | ".join(cell(v[m], f"{key}_coverage", f"{key}_width", digits) for m in head) + " |")
+        return lines
+
     lines = ["Coverage of the true value by 95% intervals / mean interval width, over "
              f"{next(iter(results.values()))['draws']} gold samples of n rows each "
-             "(target coverage 95%; narrower is better only at valid coverage).", "",
-             "**Label shares** (every label's share; coverage and width averaged over labels):", "",
-             "| dataset (N rows, LLM accuracy) | n | " + " | ".join(head) + " |",
-             "|---|---|" + "---|" * len(head)]
-    for r in results.values():
-        for n, v in r["sizes"].items():
-            if "skipped" in v:
-                continue
-            lines.append(f"| {r['dataset']} ({r['rows']}, {r['llm_accuracy']:.2f}) | {n} | "
-                         + " | ".join(cell(v[m], "share_coverage", "share_width", 3) for m in head) + " |")
-    lines += ["", "**Logistic regression coefficient** of standardized log word count on \"the label is "
-              "<most common label>\":", "",
-              "| dataset (label, LLM AUROC for it) | n | " + " | ".join(head) + " |",
-              "|---|---|" + "---|" * len(head)]
-    for r in results.values():
-        for n, v in r["sizes"].items():
-            if "skipped" in v:
-                continue
-            lines.append(f"| {r['dataset']} ({r['outcome_label']}, {r['llm_outcome_auroc']:.2f}) | {n} | "
-                         + " | ".join(cell(v[m], "coef_coverage", "coef_width", 2) for m in head) + " |")
+             "(target coverage 95%; narrower is better only at valid coverage)."]
+    lines += table("**Label shares** (every label's share; coverage and width averaged over labels):",
+                   "dataset (N rows, LLM accuracy)", lambda r: f"{r['dataset']} ({r['rows']}, {r['llm_accuracy']:.2f})",
+                   "share", 3)
+    lines += table("**Logistic regression coefficient** of standardized log word count on \"the label is "
+                   "<most common label>\":", "dataset (label, LLM AUROC for it)",
+                   lambda r: f"{r['dataset']} ({r['outcome_label']}, {r['llm_outcome_auroc']:.2f})", "coef", 2)
     failed = [f"{r['dataset']} n={n} {m}: {x['coef_no_estimate']}" for r in results.values()
               for n, v in r["sizes"].items() if "skipped" not in v for m, x in v.items() if x["coef_no_estimate"]]
     if failed:
@@ -182,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import save_results, update_readme
 
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     with threadpool_limits(limits=1):
@@ -190,8 +188,7 @@ def main() -> None:
             record = simulate(dataset, args.draws, tuple(int(x) for x in args.sizes.split(",")), args.seed)
             record.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))
             results[dataset] = record
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            save_results(RESULTS, results)
     ordered = {d: results[d] for d in DATASETS if d in results}
     update_readme("estimate", render(ordered))
     print(f"wrote {RESULTS}")

@@ -221,7 +221,7 @@ def main() -> None:
     add_engine_args(parser)
     args = parser.parse_args()
     from llmlabel.backends.base import load_backend
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import update_readme
 
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
     meta = {"model": f"SmolLM2-135M-Instruct ({args.backend})",

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.zero_shot import update_readme  # noqa: E402
+from benchmarks.common import update_readme  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "icl_stress.json"
 RECIPE = ROOT / "recipes" / "symbol_tuning.yaml"

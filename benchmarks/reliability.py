@@ -116,6 +116,41 @@ def _outcome(predictions: list[dict[str, Any]]) -> list[tuple]:
     return [(p["id"], p["label"], json.dumps(p["label_probs"], sort_keys=True), p["status"]) for p in predictions]
 
 
+def _faulty_pass(recipe: dict[str, Any], plan: dict[str, Any], ids: list[int]) -> dict[str, Any]:
+    """Run `recipe` against a fault server following `plan`; when rows failed, the server recovers and the user
+    runs it again. Returns what both scenario tables measure of that."""
+    from llmlabel.testing.fault_server import serve_faults
+
+    with serve_faults(plan) as server:
+        recipe["model"]["options"]["base_url"] = server.url
+        summary, first = _run(recipe)
+        stats = server.stats()
+        injected = sum(stats["faults"].values()) + stats["stats"].get("outage", 0)
+        failed = [p for p in first if p["status"] == "failed"]
+        # Every attempt of a request that failed for good was a fault: those faults were not survived. Rows the
+        # circuit breaker failed without sending cost no attempt.
+        attempts = [0 if p["reason"].startswith("not sent:") else
+                    int(m[1]) if (m := re.search(r"after (\d+) attempts$", p["reason"])) else 1
+                    for p in failed]
+        lost1, dup1 = _lost_duplicated(ids, first)
+        final, recomputed, again = first, 0, summary
+        if failed:
+            server.configure(rates={}, outage=0.0, script=[])  # the server recovers; the user runs it again
+            again, final = _run(recipe)
+            recomputed = again["stats"]["computed"]
+        lost2, dup2 = _lost_duplicated(ids, final)
+    return {"summary": summary, "again": again, "stats": stats, "injected": injected, "failed": failed,
+            "survived": injected - sum(attempts), "final": final, "recomputed": recomputed,
+            "lost": max(lost1, lost2), "duplicated": max(dup1, dup2),
+            "reasons": sorted({re.sub(r"127\.0\.0\.1:\d+", "HOST", p["reason"]) for p in failed})}
+
+
+def _summary_line(scenario: str, run: dict[str, Any], record: dict[str, Any]) -> str:
+    return (f"{scenario}: {run['injected']} faults, {run['survived']} survived, {len(run['failed'])} rows failed "
+            f"first, {run['recomputed']} recomputed, lost {run['lost']}, duplicated {run['duplicated']}, "
+            f"same labels: {record['same_as_fault_free']}")
+
+
 def fault_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -> list[dict[str, Any]]:
     """Run every fault scenario (and the fault-free references) and return one record each."""
     from llmlabel.testing.fault_server import serve_faults
@@ -132,39 +167,20 @@ def fault_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -> l
     for number, (name, plan, mode, token_ids) in enumerate(SCENARIOS):
         start = time.perf_counter()
         recipe = _recipe(work / f"s{number}", data, "", tokenizer, mode)
-        with serve_faults({**plan, "token_id_logprobs": token_ids, "seed": number}) as server:
-            recipe["model"]["options"]["base_url"] = server.url
-            summary, first = _run(recipe)
-            stats = server.stats()
-            injected = sum(stats["faults"].values()) + stats["stats"].get("outage", 0)
-            failed = [p for p in first if p["status"] == "failed"]
-            # Every attempt of a request that failed for good was a fault: those faults were not survived. Rows the
-            # circuit breaker failed without sending cost no attempt.
-            attempts = [0 if p["reason"].startswith("not sent:") else
-                        int(m[1]) if (m := re.search(r"after (\d+) attempts$", p["reason"])) else 1
-                        for p in failed]
-            lost1, dup1 = _lost_duplicated(ids, first)
-            final, recomputed = first, 0
-            if failed:
-                server.configure(rates={}, outage=0.0, script=[])  # the server recovers; the user runs it again
-                again, final = _run(recipe)
-                recomputed = again["stats"]["computed"]
-            lost2, dup2 = _lost_duplicated(ids, final)
+        run = _faulty_pass(recipe, {**plan, "token_id_logprobs": token_ids, "seed": number}, ids)
+        stats, failed = run["stats"], run["failed"]
         record = {
             "scenario": name, "mode": mode, "rows": len(rows), "requests": stats["stats"].get("requests", 0),
-            "faults_injected": injected, "faults_by_kind": stats["faults"],
-            "outage_answers": stats["stats"].get("outage", 0), "faults_survived": injected - sum(attempts),
-            "rows_failed_first_pass": len(failed), "rows_recomputed_by_rerun": recomputed,
-            "rows_lost": max(lost1, lost2), "rows_duplicated": max(dup1, dup2),
-            "same_as_fault_free": _outcome(final) == references[(mode, token_ids)],
-            "final_statuses": dict(again["stats"]["statuses"]) if failed else dict(summary["stats"]["statuses"]),
-            "failure_reasons": sorted({re.sub(r"127\.0\.0\.1:\d+", "HOST", p["reason"]) for p in failed}),
+            "faults_injected": run["injected"], "faults_by_kind": stats["faults"],
+            "outage_answers": stats["stats"].get("outage", 0), "faults_survived": run["survived"],
+            "rows_failed_first_pass": len(failed), "rows_recomputed_by_rerun": run["recomputed"],
+            "rows_lost": run["lost"], "rows_duplicated": run["duplicated"],
+            "same_as_fault_free": _outcome(run["final"]) == references[(mode, token_ids)],
+            "final_statuses": dict(run["again"]["stats"]["statuses"]), "failure_reasons": run["reasons"],
             "rows_not_sent_by_breaker": sum(p["reason"].startswith("not sent:") for p in failed),
             "seconds": round(time.perf_counter() - start, 2)}
         records.append(record)
-        print(f"{name}: {injected} faults, {record['faults_survived']} survived, {len(failed)} rows failed first, "
-              f"{recomputed} recomputed, lost {record['rows_lost']}, duplicated {record['rows_duplicated']}, "
-              f"same labels: {record['same_as_fault_free']}", flush=True)
+        print(_summary_line(name, run, record), flush=True)
     return records
 
 
@@ -185,37 +201,20 @@ def endpoint_scenarios(rows: list[dict[str, Any]], work: Path, tokenizer: str) -
         for number, (name, plan) in enumerate(ENDPOINT_SCENARIOS):
             start = time.perf_counter()
             recipe = _recipe(work / f"{backend}-{number}", data, "", tokenizer, "score", backend)
-            with serve_faults({**plan, "seed": number}) as server:
-                recipe["model"]["options"]["base_url"] = server.url
-                summary, first = _run(recipe)
-                stats = server.stats()
-                injected = sum(stats["faults"].values()) + stats["stats"].get("outage", 0)
-                failed = [p for p in first if p["status"] == "failed"]
-                attempts = [0 if p["reason"].startswith("not sent:") else
-                            int(m[1]) if (m := re.search(r"after (\d+) attempts$", p["reason"])) else 1
-                            for p in failed]
-                lost1, dup1 = _lost_duplicated(ids, first)
-                final, recomputed, again = first, 0, summary
-                if failed:
-                    server.configure(rates={}, outage=0.0, script=[])
-                    again, final = _run(recipe)
-                    recomputed = again["stats"]["computed"]
-                lost2, dup2 = _lost_duplicated(ids, final)
+            run = _faulty_pass(recipe, {**plan, "seed": number}, ids)
+            stats = run["stats"]
             record = {"scenario": f"{backend}: {name}", "backend": backend, "rows": len(rows),
-                      "requests": stats["stats"].get("requests", 0), "faults_injected": injected,
-                      "faults_by_kind": stats["faults"], "faults_survived": injected - sum(attempts),
-                      "rows_failed_first_pass": len(failed), "rows_recomputed_by_rerun": recomputed,
-                      "rows_lost": max(lost1, lost2), "rows_duplicated": max(dup1, dup2),
-                      "same_as_fault_free": _outcome(final) == reference,
-                      "final_statuses": dict(again["stats"]["statuses"]),
-                      "failure_reasons": sorted({re.sub(r"127\.0\.0\.1:\d+", "HOST", p["reason"])
-                                                 for p in failed})[:5],
-                      "ledger": summary.get("api", {}).get("ledger"),
+                      "requests": stats["stats"].get("requests", 0), "faults_injected": run["injected"],
+                      "faults_by_kind": stats["faults"], "faults_survived": run["survived"],
+                      "rows_failed_first_pass": len(run["failed"]), "rows_recomputed_by_rerun": run["recomputed"],
+                      "rows_lost": run["lost"], "rows_duplicated": run["duplicated"],
+                      "same_as_fault_free": _outcome(run["final"]) == reference,
+                      "final_statuses": dict(run["again"]["stats"]["statuses"]),
+                      "failure_reasons": run["reasons"][:5],
+                      "ledger": run["summary"].get("api", {}).get("ledger"),
                       "seconds": round(time.perf_counter() - start, 2)}
             records.append(record)
-            print(f"{record['scenario']}: {injected} faults, {record['faults_survived']} survived, {len(failed)} "
-                  f"rows failed first, {recomputed} recomputed, lost {record['rows_lost']}, duplicated "
-                  f"{record['rows_duplicated']}, same labels: {record['same_as_fault_free']}", flush=True)
+            print(_summary_line(record["scenario"], run, record), flush=True)
     return records
 
 
@@ -457,7 +456,7 @@ def main() -> None:
             record["endpoint_scenarios"] = endpoint_scenarios(rows, Path(tmp), tokenizer)
             record["endpoints_date"] = time.strftime("%Y-%m-%d")
         RESULTS.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-        from benchmarks.zero_shot import update_readme
+        from benchmarks.common import update_readme
 
         update_readme("reliability", render(record))
         print(render(record))
@@ -473,7 +472,7 @@ def main() -> None:
         record["soak"] = soak_scenario(tokenizer, args.soak)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import update_readme
 
     update_readme("reliability", render(record))
     print(render(record))

@@ -292,7 +292,7 @@ def main() -> None:
                         help="only fill the score caches: 'score', 'next' or 'score,next' (no results written)")
     add_engine_args(parser)
     args = parser.parse_args()
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import save_results, update_readme
     from llmlabel.backends.transformers import TransformersBackend
 
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
@@ -302,8 +302,7 @@ def main() -> None:
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
 
     def save() -> None:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+        save_results(RESULTS, data)
         if "LLMLABEL_RETRIEVAL_RESULTS" not in os.environ:  # a side run leaves the README alone
             update_readme("retrieval", render(data["results"], data["meta"]))
 

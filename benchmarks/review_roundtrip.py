@@ -118,7 +118,7 @@ def check(run_dir: Path, method: str, seconds: float) -> dict:
 
 def via_label_studio(run_dir: Path, server: tuple[str, str], budget: int) -> dict:
     from llmlabel.review.run import Run
-    from llmlabel.review.testing import label_in_label_studio
+    from llmlabel.testing.review import label_in_label_studio
 
     started = time.perf_counter()
     run = Run.load(run_dir)
@@ -165,7 +165,7 @@ def via_csv(run_dir: Path, budget: int) -> dict:
 
 def via_serve(run_dir: Path, budget: int, screenshot: Path | None) -> dict:
     from llmlabel.review.run import Run
-    from llmlabel.review.testing import ReviewServerProcess, answer_rows, chromium
+    from llmlabel.testing.review import ReviewServerProcess, answer_rows, chromium
 
     started = time.perf_counter()
     run = Run.load(run_dir)
@@ -189,7 +189,7 @@ def via_serve(run_dir: Path, budget: int, screenshot: Path | None) -> dict:
 
 def report_screenshot(run_dir: Path, path: Path) -> None:
     from llmlabel.review.report_html import write_report
-    from llmlabel.review.testing import chromium
+    from llmlabel.testing.review import chromium
 
     report = write_report(run_dir)
     with chromium(width=1150, height=1500) as page:
@@ -216,7 +216,7 @@ def main() -> None:
                      "datasets": {}}
     server_cm = None
     if not args.no_label_studio:
-        from llmlabel.review.testing import install_label_studio, label_studio_server
+        from llmlabel.testing.review import install_label_studio, label_studio_server
 
         data_dir = args.work / "label-studio-data"
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -151,7 +151,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import save_results, update_readme
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fake-rows", type=int, default=400)
@@ -228,8 +228,7 @@ def main() -> None:
                "scenarios": scenarios, "driver": driver, "prediction": predictions}
     print(render(results))
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        save_results(RESULTS, results)
         update_readme("scale", render(results))
         print(f"wrote {RESULTS}")
 

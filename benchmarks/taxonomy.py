@@ -14,16 +14,18 @@ import argparse
 import json
 import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.zero_shot import update_readme
-from llmlabel.backends.base import load_backend
-from llmlabel.config import load_recipe
-
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))  # run as a script: `benchmarks` is importable
+
+from benchmarks.common import DATA, save_results, update_readme  # noqa: E402
+from llmlabel.backends.base import load_backend  # noqa: E402
+from llmlabel.config import load_recipe  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "taxonomy.json"
 
 DATASETS = {
@@ -162,8 +164,7 @@ def main() -> None:
                     print(json.dumps(record["rows"][-1]), flush=True)
     finally:
         backend.close()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    save_results(RESULTS, record)
     update_readme("taxonomy", render(record))
     print(render(record))
     print(f"wrote {RESULTS}")

@@ -213,7 +213,7 @@ def render(record: dict) -> str:
 
 
 def main() -> None:
-    from benchmarks.zero_shot import update_readme
+    from benchmarks.common import update_readme
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="sst2=200,ag_news=100,banking77=60",

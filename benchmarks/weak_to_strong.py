@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.zero_shot import DATA, update_readme  # noqa: E402
+from benchmarks.common import DATA, save_results, update_readme  # noqa: E402
 from llmlabel.data import Dataset, load_labels_file  # noqa: E402
 from llmlabel.training.student import FeatureCache, StudentConfig  # noqa: E402
 from llmlabel.training.weak_to_strong import WeakConfig, run_seed, summarize  # noqa: E402
@@ -173,8 +173,7 @@ def main() -> None:
     print(f"total {(time.perf_counter() - started) / 60:.1f} min")
     if args.no_write:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    save_results(RESULTS, results)
     update_readme("weak_to_strong", render(results))
     print(f"wrote {RESULTS}")
 

@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "zero_shot.json"
+
+from benchmarks.common import save_results, update_readme  # noqa: E402
 DATASETS = ("sst2", "ag_news", "trec", "rte", "banking77", "clinc150")
 
 
@@ -94,17 +96,6 @@ def render(results: dict) -> str:
     return "\n".join(lines).strip()
 
 
-def update_readme(marker: str, table: str) -> None:
-    """Replace the text between `<!-- marker:start -->` and `<!-- marker:end -->` in README.md."""
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
@@ -133,8 +124,7 @@ def main() -> None:
     results = {k: v for k, v in results.items() if "labels" in v}  # drop records from the older format
     for dataset in args.datasets.split(","):
         results[dataset] = run(dataset, args.rows, args.generate, backend)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        save_results(RESULTS, results)
         update_readme("zero_shot", render(results))
     print(f"wrote {RESULTS}")
 

@@ -12,13 +12,20 @@ from llmlabel.errors import ConfigError, unknown
 class Registry:
     """A named family of factories (backends, selectors, calibrators, ...).
 
-    Register with `registry.add(name, "package.module:Class")` or the `@registry.register(name)` decorator;
-    look up with `registry.get(name)`, which imports the target lazily.
+    Give the entries when it is made (`Registry(kind, {name: "package.module:Class"})`), or register with
+    `registry.add(name, "package.module:Class")` or the `@registry.register(name)` decorator; look up with
+    `registry.get(name)`, which imports the target lazily.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entries: dict[str, str | Callable[..., Any]] | None = None):
         self.kind = kind
-        self._entries: dict[str, str | Callable[..., Any]] = {}
+        self._entries: dict[str, str | Callable[..., Any]] = dict(entries or {})
+
+    @classmethod
+    def of_package(cls, kind: str, package: str, **classes: str) -> "Registry":
+        """A registry whose every entry `name=Class` lives in `package.name` (one file per entry, named as it is
+        registered): `Registry.of_package("backend", "llmlabel.backends", fake="FakeBackend")`."""
+        return cls(kind, {name: f"{package}.{name}:{attr}" for name, attr in classes.items()})
 
     def add(self, name: str, target: str | Callable[..., Any]) -> None:
         """Register `target` (a callable or an import path 'module:attr') under `name`."""
@@ -65,14 +72,10 @@ class Registry:
         return name in self._entries
 
 
-backends = Registry("backend")
-backends.add("fake", "llmlabel.backends.fake:FakeBackend")
-backends.add("transformers", "llmlabel.backends.transformers:TransformersBackend")
-backends.add("vllm", "llmlabel.backends.vllm:VLLMBackend")
-backends.add("openai", "llmlabel.backends.openai:OpenAIBackend")
-backends.add("chat", "llmlabel.backends.chat:ChatBackend")
-backends.add("decisions", "llmlabel.backends.decisions:DecisionsBackend")
-backends.add("systemone", "llmlabel.backends.systemone:SystemOneBackend")
+#: Model backends (`llmlabel.backends.base.Backend` subclasses): `backend.name` in a recipe.
+backends = Registry.of_package(
+    "backend", "llmlabel.backends", fake="FakeBackend", transformers="TransformersBackend", vllm="VLLMBackend",
+    openai="OpenAIBackend", chat="ChatBackend", decisions="DecisionsBackend", systemone="SystemOneBackend")
 
 #: Recipe kinds: `kind:` in a recipe -> its class (a `llmlabel.kinds.base.RecipeKind` subclass with hooks).
 recipe_kinds = Registry("recipe kind")
@@ -85,33 +88,23 @@ recipe_kinds.add("audit", "llmlabel.kinds.audit:AuditRecipe")
 recipe_kinds.add("estimate", "llmlabel.kinds.estimate:EstimateRecipe")
 
 #: In-context exemplar selectors (`llmlabel.selection.base.Selector` subclasses).
-selectors = Registry("selector")
-selectors.add("random", "llmlabel.selection.random:RandomSelector")
-selectors.add("balanced", "llmlabel.selection.balanced:BalancedSelector")
-selectors.add("knn", "llmlabel.selection.knn:KNNSelector")
-selectors.add("bm25", "llmlabel.selection.bm25:BM25Selector")
-selectors.add("mmr", "llmlabel.selection.mmr:MMRSelector")
-selectors.add("votek", "llmlabel.selection.votek:VoteKSelector")
-selectors.add("epr", "llmlabel.selection.epr:EPRSelector")
+selectors = Registry.of_package(
+    "selector", "llmlabel.selection", random="RandomSelector", balanced="BalancedSelector", knn="KNNSelector",
+    bm25="BM25Selector", mmr="MMRSelector", votek="VoteKSelector", epr="EPRSelector")
 
 #: Calibrators (`llmlabel.calibration.base.Calibrator` subclasses); 'none' means no calibration.
-calibrators = Registry("calibration")
-calibrators.add("contextual", "llmlabel.calibration.contextual:ContextualCalibrator")
-calibrators.add("domain", "llmlabel.calibration.domain:DomainCalibrator")
-calibrators.add("incontext", "llmlabel.calibration.incontext:InContextCalibrator")
-calibrators.add("batch", "llmlabel.calibration.batch:BatchCalibrator")
+calibrators = Registry.of_package(
+    "calibration", "llmlabel.calibration", contextual="ContextualCalibrator", domain="DomainCalibrator",
+    incontext="InContextCalibrator", batch="BatchCalibrator")
 
 #: Lightweight text classifiers (`llmlabel.classifiers.base.TextClassifier`): baselines, retrieval priors, students.
-classifiers = Registry("classifier")
-classifiers.add("knn_vote", "llmlabel.classifiers.knn_vote:KNNVoteClassifier")
-classifiers.add("logreg_embeddings", "llmlabel.classifiers.logreg_embeddings:LogRegEmbeddingsClassifier")
-classifiers.add("logreg_tfidf", "llmlabel.classifiers.logreg_tfidf:LogRegTfidfClassifier")
+classifiers = Registry.of_package(
+    "classifier", "llmlabel.classifiers", knn_vote="KNNVoteClassifier",
+    logreg_embeddings="LogRegEmbeddingsClassifier", logreg_tfidf="LogRegTfidfClassifier")
 
 #: Labeling methods that use labeled data beyond the prompt (`llmlabel.methods.base.LabelingMethod`).
-methods = Registry("method")
-methods.add("knn_prompting", "llmlabel.methods.knn_prompting:KNNPrompting")
-methods.add("fusion", "llmlabel.methods.fusion:Fusion")
-methods.add("stacking", "llmlabel.methods.stacking:Stacking")
+methods = Registry.of_package("method", "llmlabel.methods", knn_prompting="KNNPrompting", fusion="Fusion",
+                              stacking="Stacking")
 
 #: Where a recipe kind runs (`llmlabel.executors.base.Executor` subclasses): `executor:` in a recipe.
 executors = Registry("executor")

@@ -62,31 +62,30 @@ def _flush() -> None:
 
 
 @contextlib.contextmanager
-def owned(log_path: str | Path, quiet: bool = False, verbose: bool = False) -> Iterator[Path | None]:
-    """Route library output to `log_path` (appended) for the duration; yields the log's path (None when verbose).
-
-    Errors raised inside propagate after the terminal is restored, so the CLI prints them to the terminal.
-    """
-    global _console, _quiet, _verbose
+def _verbose_terminal() -> Iterator[None]:
+    """`owned(verbose=True)`: nothing redirected; the `llmlabel` logger's info messages go to stderr."""
+    global _verbose
     llm_logger = logging.getLogger("llmlabel")
     saved_level, saved_propagate = llm_logger.level, llm_logger.propagate
-    if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("llmlabel: %(message)s"))
-        llm_logger.addHandler(handler)
-        llm_logger.setLevel(logging.INFO)
-        llm_logger.propagate = False
-        _verbose = True
-        try:
-            yield None
-        finally:
-            _verbose = False
-            llm_logger.removeHandler(handler)
-            llm_logger.setLevel(saved_level)
-            llm_logger.propagate = saved_propagate
-        return
-    from llmlabel.io import make_folder
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("llmlabel: %(message)s"))
+    llm_logger.addHandler(handler)
+    llm_logger.setLevel(logging.INFO)
+    llm_logger.propagate = False
+    _verbose = True
+    try:
+        yield
+    finally:
+        _verbose = False
+        llm_logger.removeHandler(handler)
+        llm_logger.setLevel(saved_level)
+        llm_logger.propagate = saved_propagate
+
+
+def _open_log(log_path: str | Path) -> tuple[Path, TextIO]:
+    """The log's path and the log file, opened for appending (line-buffered); a one-line OutputError if not."""
     from llmlabel.errors import OutputError
+    from llmlabel.io import make_folder
 
     path = Path(log_path).expanduser()
     make_folder(path.parent)  # a folder that cannot be made is the output folder's one-line error
@@ -94,15 +93,37 @@ def owned(log_path: str | Path, quiet: bool = False, verbose: bool = False) -> I
         logfile = open(path, "a", encoding="utf-8", errors="replace", buffering=1)
     except OSError as exc:
         raise OutputError(f"cannot write the log {str(path)[:200]}: {exc.strerror or exc}") from None
-    _flush()
-    saved_streams = (sys.stdout, sys.stderr)
-    own_console: TextIO | None = None
+    return path, logfile
+
+
+def _terminal_stream() -> tuple[TextIO, TextIO | None]:
+    """A stream to the terminal that survives fd 2 being redirected: a duplicate of stderr's descriptor (also
+    returned second, to be closed), or `sys.stderr` itself when it has no descriptor (a captured stream: tests)."""
     try:
         terminal_fd = sys.stderr.fileno()
         own_console = os.fdopen(os.dup(terminal_fd), "w", encoding="utf-8", errors="replace", buffering=1)
-        term: TextIO = own_console
+        return own_console, own_console
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        term = sys.stderr  # a captured stream (tests): write our output to it
+        return sys.stderr, None
+
+
+@contextlib.contextmanager
+def owned(log_path: str | Path, quiet: bool = False, verbose: bool = False) -> Iterator[Path | None]:
+    """Route library output to `log_path` (appended) for the duration; yields the log's path (None when verbose).
+
+    Errors raised inside propagate after the terminal is restored, so the CLI prints them to the terminal.
+    """
+    global _console, _quiet
+    if verbose:
+        with _verbose_terminal():
+            yield None
+        return
+    llm_logger = logging.getLogger("llmlabel")
+    saved_level, saved_propagate = llm_logger.level, llm_logger.propagate
+    path, logfile = _open_log(log_path)
+    _flush()
+    saved_streams = (sys.stdout, sys.stderr)
+    term, own_console = _terminal_stream()
     saved_fds = []
     for fd in (1, 2):
         try:

@@ -256,9 +256,9 @@ class APIBackend(HTTPClient, Backend):
             self.served_model = resolve_model(None)
         self.tokenizer = None
         if tokenizer is not None or default:
-            from llmlabel.backends.openai import _load_tokenizer
+            from llmlabel.backends.openai import load_tokenizer
 
-            self.tokenizer = _load_tokenizer(None if default else model, tokenizer)
+            self.tokenizer = load_tokenizer(None if default else model, tokenizer)
         if max_context is not None and int(max_context) < 16:
             raise ConfigError(f"max_context must be at least 16 tokens, got {max_context}")
         self._max_context = None if max_context is None else int(max_context)
@@ -337,6 +337,84 @@ class APIBackend(HTTPClient, Backend):
         """The endpoint, its option limit and the run's token and cost ledger, for the report."""
         return {"endpoint": self.endpoint, "wire_version": self.wire_version, "option_limit": self.max_options,
                 "served_model": self.served_model, "ledger": ledger_report(self.ledger, self.prices, rows)}
+
+
+
+class DecisionEndpoint(APIBackend):
+    """Base of the backends whose endpoint takes structured questions (`decisions`, `systemone`): one constructor,
+    one check of the option and question limits. A subclass sets `endpoint`, `default_base_url`, `option_cap`
+    (most options per question) and `question_cap` (most questions per request; None: no upper bound, only >= 1),
+    and implements `request_body`, `_check_response` and `_read_answers`.
+
+    Args:
+        model: the served model name (None = the embedded default model's folder path, as vLLM names it).
+        base_url: the API root (default: the subclass's `default_base_url`).
+        max_options: options per question (default and upper bound: `option_cap`).
+        max_questions: questions per request (default: `question_cap`, else `default_questions`); more are split
+            over several requests.
+        api_key, api_key_env, api_key_file, served_model, tokenizer, max_context, prices, concurrency, timeout,
+            max_retries, backoff: as for the `chat` backend.
+    """
+
+    default_base_url: str = "http://127.0.0.1:8000/v1"
+    option_cap: int = 26
+    question_cap: int | None = None
+    #: questions per request when the endpoint has no upper bound
+    default_questions: int = 64
+
+    def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
+                 served_model: str | None = None, tokenizer: str | None = None, max_options: int | None = None,
+                 max_questions: int | None = None, max_context: int | None = None, prices: Any = None,
+                 concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
+                 api_key_env: str = "OPENAI_API_KEY", api_key_file: str | None = None):
+        max_options = self.option_cap if max_options is None else max_options
+        max_questions = (self.question_cap or self.default_questions) if max_questions is None else max_questions
+        if not 2 <= int(max_options) <= self.option_cap:
+            raise ConfigError(f"max_options must be between 2 and {self.option_cap}, got {max_options}")
+        if self.question_cap is None and int(max_questions) < 1:
+            raise ConfigError(f"max_questions must be at least 1, got {max_questions}")
+        if self.question_cap is not None and not 1 <= int(max_questions) <= self.question_cap:
+            raise ConfigError(f"max_questions must be between 1 and {self.question_cap}, got {max_questions}")
+        self._init_api(model, self.default_base_url if base_url is None else base_url, served_model, tokenizer,
+                       max_context, prices,
+                       dict(api_key=api_key, api_key_env=api_key_env, api_key_file=api_key_file,
+                            concurrency=concurrency, timeout=timeout, max_retries=max_retries, backoff=backoff))
+        self.max_options = int(max_options)
+        self.max_questions = int(max_questions)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Hook: a subclass's own per-run state, set up at the end of the constructor."""
+
+    def request_body(self, row: DecisionRow, start: int = 0) -> dict[str, Any]:
+        """The request body for `row`'s questions `start .. start + max_questions - 1`."""
+        raise NotImplementedError
+
+    def _read_answers(self, data: Any, body: dict[str, Any], questions: tuple[Question, ...],
+                      refusals: list[str]) -> list[list[float] | None]:
+        """One response's answers to `questions` (log-probabilities per option, None for a refusal, whose reason
+        goes into `refusals`); a malformed response raises `self._fail(...)`."""
+        raise NotImplementedError
+
+    def _check_response(self, data: Any, body: dict[str, Any]) -> None:
+        """Raise `self._fail(...)` when a response does not have the answers' overall shape (before its usage is
+        counted)."""
+
+    def _decide_job(self, row: DecisionRow) -> Any:
+        async def job(client: Any) -> DecisionAnswer:
+            answers: list[list[float] | None] = []
+            refusals: list[str] = []
+            usage: dict[str, int] = {}
+            for start in range(0, len(row.questions), self.max_questions):
+                body = self.request_body(row, start)
+                data = await self._request(client, "POST", f"/{self.endpoint}", body)
+                self._check_response(data, body)
+                for key, value in self._spent(data.get("usage")).items():
+                    usage[key] = usage.get(key, 0) + value
+                answers += self._read_answers(data, body, row.questions[start:start + self.max_questions], refusals)
+            return DecisionAnswer(answers, usage, "endpoint", refusals)
+
+        return job
 
 
 def summary_line(api: dict[str, Any]) -> str:

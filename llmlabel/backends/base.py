@@ -89,7 +89,7 @@ class Backend(ABC):
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _encodable(text: str) -> str:
+def encodable(text: str) -> str:
     """`text` with lone surrogates replaced by U+FFFD (anything else is kept as is)."""
     return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
 
@@ -105,13 +105,13 @@ class TokenizerMixin:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added."""
-        return self.tokenizer(_encodable(text), add_special_tokens=False)["input_ids"]
+        return self.tokenizer(encodable(text), add_special_tokens=False)["input_ids"]
 
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """Token ids of several texts at once (fast tokenizers batch this)."""
         if not texts:
             return []
-        return self.tokenizer([_encodable(t) for t in texts], add_special_tokens=False)["input_ids"]
+        return self.tokenizer([encodable(t) for t in texts], add_special_tokens=False)["input_ids"]
 
     def encode_candidates(self, candidates: list[list[str]]) -> list[list[list[int]]]:
         """Token ids of every candidate; each distinct string is encoded once."""

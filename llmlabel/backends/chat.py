@@ -31,7 +31,7 @@ from collections import Counter
 from typing import Any
 
 from llmlabel.backends.api import LOG_ZERO, APIBackend, DecisionAnswer, DecisionRow, Question, add_usage
-from llmlabel.backends.http import RequestRejected, _is_number
+from llmlabel.backends.http import RequestRejected, is_number
 from llmlabel.errors import ConfigError, unknown
 
 #: deepest follow-up chain for labels that share leading tokens
@@ -231,7 +231,7 @@ class ChatBackend(APIBackend):
             raise self._fail("POST", "/chat/completions", "answer has no top_logprobs")
         out: dict[Any, float] = {}
         for entry in top:
-            if not isinstance(entry, dict) or not _is_number(entry.get("logprob")):
+            if not isinstance(entry, dict) or not is_number(entry.get("logprob")):
                 continue
             token, value = entry.get("token"), float(entry["logprob"])
             if not math.isfinite(value) and value != float("-inf"):

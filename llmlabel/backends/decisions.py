@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmlabel.backends.api import APIBackend, DecisionAnswer, DecisionRow, log_prob
-from llmlabel.backends.http import _is_number
-from llmlabel.errors import ConfigError
+from llmlabel.backends.api import DecisionEndpoint, DecisionRow, Question, log_prob
+from llmlabel.backends.http import is_number
 
 #: choices per choice question
 MAX_CHOICES = 255
@@ -30,7 +29,7 @@ MAX_CHOICES = 255
 MAX_QUESTIONS = 400
 
 
-class DecisionsBackend(APIBackend):
+class DecisionsBackend(DecisionEndpoint):
     """A model behind the OpenAI Decisions API (`POST /v1/decisions`).
 
     Args:
@@ -45,21 +44,9 @@ class DecisionsBackend(APIBackend):
     name = "decisions"
     endpoint = "decisions"
     wire_version = "1"
-
-    def __init__(self, model: str | None = None, base_url: str = "https://api.openai.com/v1",
-                 api_key: str | None = None, served_model: str | None = None, tokenizer: str | None = None,
-                 max_options: int = MAX_CHOICES, max_questions: int = MAX_QUESTIONS, max_context: int | None = None,
-                 prices: Any = None, concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5,
-                 backoff: float = 0.5, api_key_env: str = "OPENAI_API_KEY", api_key_file: str | None = None):
-        if not 2 <= int(max_options) <= MAX_CHOICES:
-            raise ConfigError(f"max_options must be between 2 and {MAX_CHOICES}, got {max_options}")
-        if not 1 <= int(max_questions) <= MAX_QUESTIONS:
-            raise ConfigError(f"max_questions must be between 1 and {MAX_QUESTIONS}, got {max_questions}")
-        self._init_api(model, base_url, served_model, tokenizer, max_context, prices,
-                       dict(api_key=api_key, api_key_env=api_key_env, api_key_file=api_key_file,
-                            concurrency=concurrency, timeout=timeout, max_retries=max_retries, backoff=backoff))
-        self.max_options = int(max_options)
-        self.max_questions = int(max_questions)
+    default_base_url = "https://api.openai.com/v1"
+    option_cap = MAX_CHOICES
+    question_cap = MAX_QUESTIONS
 
     def request_body(self, row: DecisionRow, start: int = 0) -> dict[str, Any]:
         """The `/v1/decisions` body (a `DecisionCreateParams`) for `row`'s questions from `start`."""
@@ -80,25 +67,15 @@ class DecisionsBackend(APIBackend):
                 questions.append({"type": "predicate", "name": q.name, "instructions": q.instructions})
         return {"model": self.served_model, "input": messages, "questions": questions}
 
-    def _decide_job(self, row: DecisionRow) -> Any:
-        async def job(client: Any) -> DecisionAnswer:
-            answers: list[list[float] | None] = []
-            refusals: list[str] = []
-            usage: dict[str, int] = {}
-            for start in range(0, len(row.questions), self.max_questions):
-                body = self.request_body(row, start)
-                data = await self._request(client, "POST", "/decisions", body)
-                got = data.get("answers") if isinstance(data, dict) else None
-                if not isinstance(got, list) or len(got) != len(body["questions"]):
-                    n = len(got) if isinstance(got, list) else "no"
-                    raise self._fail("POST", "/decisions", f"expected {len(body['questions'])} answers, got {n}")
-                for key, value in self._spent(data.get("usage")).items():
-                    usage[key] = usage.get(key, 0) + value
-                for answer, question in zip(got, row.questions[start:start + self.max_questions]):
-                    answers.append(self._parse(answer, question, refusals))
-            return DecisionAnswer(answers, usage, "endpoint", refusals)
+    def _check_response(self, data: Any, body: dict[str, Any]) -> None:
+        got = data.get("answers") if isinstance(data, dict) else None
+        if not isinstance(got, list) or len(got) != len(body["questions"]):
+            n = len(got) if isinstance(got, list) else "no"
+            raise self._fail("POST", "/decisions", f"expected {len(body['questions'])} answers, got {n}")
 
-        return job
+    def _read_answers(self, data: Any, body: dict[str, Any], questions: tuple[Question, ...],
+                      refusals: list[str]) -> list[list[float] | None]:
+        return [self._parse(answer, question, refusals) for answer, question in zip(data["answers"], questions)]
 
     def _parse(self, answer: Any, question: Any, refusals: list[str]) -> list[float] | None:
         """One answer (in the SDK's `Answer` shapes) as log-probabilities per option; None for a refusal."""
@@ -108,7 +85,7 @@ class DecisionsBackend(APIBackend):
             return None
         if question.kind == "predicate":
             p = answer.get("probability") if kind == "predicate" else None
-            if not _is_number(p) or not 0 <= p <= 1:
+            if not is_number(p) or not 0 <= p <= 1:
                 raise self._fail("POST", "/decisions", f"answer to '{question.name}' is not a predicate probability")
             return [log_prob(p), log_prob(1 - p)]
         probs = answer.get("probabilities") if kind == "choice" else None
@@ -116,7 +93,7 @@ class DecisionsBackend(APIBackend):
             raise self._fail("POST", "/decisions", f"answer to '{question.name}' is not a choice answer")
         by_value = {}
         for entry in probs:
-            if isinstance(entry, dict) and isinstance(entry.get("value"), str) and _is_number(entry.get("probability")):
+            if isinstance(entry, dict) and isinstance(entry.get("value"), str) and is_number(entry.get("probability")):
                 by_value[entry["value"]] = entry["probability"]
         names = [o[0] for o in question.options]
         if any(n not in by_value for n in names):

@@ -68,12 +68,12 @@ class _Retryable(Exception):
         self.wait = wait
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """Whether a JSON value is a number (not a bool, not null)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int = 300) -> str:
     """`text` collapsed to a single line of at most `limit` characters."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -83,7 +83,7 @@ def _server_message(response: Any, redact: Callable[[str], str]) -> str:
     """The error message in an OpenAI-style error body (`{"error": {"message": ...}}`), else the raw text; one
     line. `redact` runs before it is shortened, so a secret the server echoes cannot survive half cut."""
     def short(text: Any) -> str:
-        return _one_line(redact(str(text)))
+        return one_line(redact(str(text)))
 
     try:
         body = response.json()
@@ -210,7 +210,7 @@ class HTTPClient:
 
     def _fail(self, method: str, path: str, detail: str, error: type[LLMLabelError] = RequestFailed
               ) -> LLMLabelError:
-        return error(self._redact(_one_line(f"{method} {self.base_url}{path} failed: {detail}", 500)))
+        return error(self._redact(one_line(f"{method} {self.base_url}{path} failed: {detail}", 500)))
 
     async def _request(self, client: Any, method: str, path: str, body: dict[str, Any] | None = None,
                        root: str | None = None) -> Any:
@@ -230,7 +230,7 @@ class HTTPClient:
                 except (httpx.TimeoutException, asyncio.TimeoutError):
                     raise _Retryable(f"timed out after {self.timeout:g} s") from None
                 except httpx.TransportError as exc:
-                    reason = _one_line(str(exc) or type(exc).__name__, 160)
+                    reason = one_line(str(exc) or type(exc).__name__, 160)
                     raise _Retryable(f"cannot reach the server ({type(exc).__name__}: {reason}); "
                                      "is the server running?") from None
                 status = response.status_code
@@ -252,7 +252,7 @@ class HTTPClient:
                     return response.json()
                 except ValueError:  # truncated by a proxy, an HTML error page, ...: usually transient
                     raise _Retryable(f"HTTP {status} with a body that is not JSON: "
-                                     f"{_one_line(self._redact(response.text), 120)!r}") from None
+                                     f"{one_line(self._redact(response.text), 120)!r}") from None
             except _Retryable as retry:
                 if attempt + 1 >= attempts:
                     tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -322,7 +322,7 @@ class HTTPClient:
                 client = clients[worker // POOL_SHARD]
                 for index, job in queue:
                     if self._failures_in_row >= threshold:
-                        results[index] = RequestFailed(_one_line(
+                        results[index] = RequestFailed(one_line(
                             f"not sent: the last {self._failures_in_row} requests failed for good, so the server "
                             f"looks down (last: {self._last_failure})", 500))
                         if bar is not None:

@@ -12,7 +12,8 @@ own logits from the float head (see `TransformersBackend._target_log_probs`).
 
 A few input channels of every linear map are 10-40x larger than the rest, which leaves the others a handful of int8
 levels; `smooth_llama_layers` (SmoothQuant, Xiao et al. 2023) moves part of that range into the weights, with scales
-measured once on a packaged calibration text (`prompts/int8_calibration.v1.jinja`) and folded into earlier weights,
+measured once on a packaged calibration text (`int8_calibration.v1.txt` beside this module: a spread of the
+kinds of input a labeler sees, not a task prompt) and folded into earlier weights,
 so it is exact in float and free at run time. What remains is noise: measured on the default model, a label's
 log-probability moves by ~0.1 nats when its inputs change in the last float bit (rounding flips), so scores of one
 row can differ by that much between batches of different widths, and close calls can flip. Float32 scoring does
@@ -38,6 +39,8 @@ FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 #: paper's 0.5 on held-out SST-2 and Banking77 rows (top label equal to float32 scoring on 96% vs 89% and 68% vs 58%
 #: of rows), and 0.3 and 0.85 were further from float32 than 0.7 (profiling scripts, not a results file)
 SMOOTHING_ALPHA = 0.7
+#: the calibration text's file (package data beside this module); its name without `.txt` is in the model id
+CALIBRATION_FILE = "int8_calibration.v1.txt"
 
 
 class Int8Group(nn.Module):
@@ -227,3 +230,11 @@ def llama_style(layer: Any) -> bool:
             and all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
             and all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj"))
             and getattr(attn, "v_proj").bias is None and getattr(mlp, "up_proj").bias is None)
+
+
+def calibration_text() -> str:
+    """The text whose activations set the smoothing scales (a spread of reviews, news, questions, requests and a
+    label list, in the default prompt's shape), stripped like a rendered prompt."""
+    from importlib import resources
+
+    return resources.files("llmlabel.backends").joinpath(CALIBRATION_FILE).read_text(encoding="utf-8").strip()

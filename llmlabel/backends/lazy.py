@@ -16,14 +16,16 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from llmlabel.backends.base import Backend, _encodable
+from llmlabel.backends.base import Backend, encodable
 
 log = logging.getLogger("llmlabel")
 
 
+@dataclass(eq=False, repr=False)
 class TokenizerFront:
     """What a Labeler asks a tokenizer-based backend before it needs the model, read from the model folder alone.
 
@@ -31,19 +33,21 @@ class TokenizerFront:
     tokenizer file, a chat template this renderer cannot compile): the caller then loads the backend itself.
     """
 
-    def __init__(self, name: str, model_id: str, folder: Path, tokenizer: Any, template: Any,
-                 special_tokens: dict[str, str], specials: list[str], max_context: int,
-                 supports_choices: bool, supports_json_schema: bool):
-        self.name = name
-        self.model_id = model_id
-        self.folder = folder
-        self._tokenizer = tokenizer
-        self._template = template
-        self._special_tokens = special_tokens
-        self._special_pattern = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
-        self.max_context = max_context
-        self.supports_choices = supports_choices
-        self.supports_json_schema = supports_json_schema
+    name: str
+    model_id: str
+    folder: Path
+    _tokenizer: Any
+    _template: Any
+    _special_tokens: dict[str, str]
+    #: the special tokens' texts, longest first (escaped in prompts)
+    specials: list[str]
+    max_context: int
+    supports_choices: bool
+    supports_json_schema: bool
+
+    def __post_init__(self) -> None:
+        self._special_pattern = (re.compile("|".join(re.escape(s) for s in self.specials)) if self.specials
+                                 else None)
         self._hf_tokenizer: Any = None
 
     @classmethod
@@ -84,7 +88,7 @@ class TokenizerFront:
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens `text` takes, no special tokens added (as `TokenizerMixin.count_tokens`)."""
-        return len(self._tokenizer.encode(_encodable(text), add_special_tokens=False).ids)
+        return len(self._tokenizer.encode(encodable(text), add_special_tokens=False).ids)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """`text` cut to its first `max_tokens` tokens; decoded by the folder's own `transformers` tokenizer (loaded

@@ -42,8 +42,7 @@ from llmlabel.backends.base import Backend, TokenizerMixin
 # importable from here.
 from llmlabel.backends.http import (  # noqa: F401
     BREAKER_FAILURES, MAX_RETRY_WAIT, POOL_SHARD, PROGRESS_MIN_REQUESTS, RETRY_AFTER_STATUSES, HTTPClient,
-    RequestFailed, RequestRejected, _api_key, _check_base_url, _is_number, _one_line, _retry_after, _Retryable,
-    _server_message)
+    RequestFailed, RequestRejected, is_number, one_line)
 from llmlabel.errors import ConfigError, LLMLabelError, ModelError, PartialFailure
 
 T = TypeVar("T")
@@ -104,7 +103,7 @@ def _logprobs(choice: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _load_tokenizer(model: str | None, tokenizer: str | None) -> Any:
+def load_tokenizer(model: str | None, tokenizer: str | None) -> Any:
     """The model's Hugging Face tokenizer: from `tokenizer`, else from `model` (None = the embedded default)."""
     from transformers import AutoTokenizer
 
@@ -121,7 +120,7 @@ def _load_tokenizer(model: str | None, tokenizer: str | None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds (OSError, ValueError, HF errors)
-        reason = _one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)
+        reason = one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)
         raise ModelError(f"cannot load a tokenizer from '{source}' ({reason}); {hint}") from None
 
 
@@ -153,7 +152,7 @@ class OpenAIBackend(TokenizerMixin, HTTPClient, Backend):
                  concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
                  api_key_env: str = "OPENAI_API_KEY", api_key_file: str | None = None):
         self._init_http(base_url, api_key, api_key_env, api_key_file, concurrency, timeout, max_retries, backoff)
-        self.tokenizer = _load_tokenizer(model, tokenizer)
+        self.tokenizer = load_tokenizer(model, tokenizer)
         from llmlabel.models import DEFAULT_ALIASES, resolve_model
 
         if served_model:
@@ -275,7 +274,7 @@ class OpenAIBackend(TokenizerMixin, HTTPClient, Backend):
                 step = top[0] if isinstance(top, list) and top and isinstance(top[0], dict) else {}
                 values: dict[int, float] = {}
                 for name, value in step.items():
-                    if isinstance(name, str) and name.startswith("token_id:") and _is_number(value):
+                    if isinstance(name, str) and name.startswith("token_id:") and is_number(value):
                         try:
                             values[int(name[len("token_id:"):])] = float(value)
                         except ValueError:
@@ -314,7 +313,7 @@ class OpenAIBackend(TokenizerMixin, HTTPClient, Backend):
                     raise self._fail("POST", "/completions", "answer lacks echoed prompt logprobs (does the "
                                      "server support echo with logprobs on token-id prompts?)")
                 values = logprobs[start:start + len(cand)]
-                if not all(_is_number(v) for v in values):
+                if not all(is_number(v) for v in values):
                     raise self._fail("POST", "/completions", "answer has null or non-numeric logprobs for "
                                      "candidate tokens")
                 self._check_finite(values)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmlabel.backends.api import APIBackend, DecisionAnswer, DecisionRow, log_prob
-from llmlabel.backends.http import _is_number
-from llmlabel.errors import ConfigError
+from llmlabel.backends.api import DecisionEndpoint, DecisionRow, Question, log_prob
+from llmlabel.backends.http import is_number
 
 #: options per choice question (vLLM labels them A-Z)
 MAX_OPTIONS = 26
@@ -36,7 +35,7 @@ def demonstrations(row: DecisionRow) -> str:
     return "\n\n".join(parts)
 
 
-class SystemOneBackend(APIBackend):
+class SystemOneBackend(DecisionEndpoint):
     """A decision model behind the System One wire format (`POST /v1/systemone`).
 
     Args:
@@ -51,22 +50,12 @@ class SystemOneBackend(APIBackend):
     name = "systemone"
     endpoint = "systemone"
     wire_version = "1"
+    option_cap = MAX_OPTIONS
+    default_questions = MAX_QUESTIONS
+    #: summed per-question diagnostics: questions, label mass, reads whose top token was not an option letter
+    diagnostics: dict[str, Any]
 
-    def __init__(self, model: str | None = None, base_url: str = "http://127.0.0.1:8000/v1",
-                 api_key: str | None = None, served_model: str | None = None, tokenizer: str | None = None,
-                 max_options: int = MAX_OPTIONS, max_questions: int = MAX_QUESTIONS, max_context: int | None = None,
-                 prices: Any = None, concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5,
-                 backoff: float = 0.5, api_key_env: str = "OPENAI_API_KEY", api_key_file: str | None = None):
-        if not 2 <= int(max_options) <= MAX_OPTIONS:
-            raise ConfigError(f"max_options must be between 2 and {MAX_OPTIONS}, got {max_options}")
-        if int(max_questions) < 1:
-            raise ConfigError(f"max_questions must be at least 1, got {max_questions}")
-        self._init_api(model, base_url, served_model, tokenizer, max_context, prices,
-                       dict(api_key=api_key, api_key_env=api_key_env, api_key_file=api_key_file,
-                            concurrency=concurrency, timeout=timeout, max_retries=max_retries, backoff=backoff))
-        self.max_options = int(max_options)
-        self.max_questions = int(max_questions)
-        #: summed per-question diagnostics: questions, label mass, reads whose top token was not an option letter
+    def _init_state(self) -> None:
         self.diagnostics = {"questions": 0, "label_mass": 0.0, "argmax_not_label": 0}
 
     def request_body(self, row: DecisionRow, start: int = 0) -> dict[str, Any]:
@@ -84,41 +73,34 @@ class SystemOneBackend(APIBackend):
             body["instructions"] = context
         return body
 
-    def _decide_job(self, row: DecisionRow) -> Any:
-        async def job(client: Any) -> DecisionAnswer:
-            answers: list[list[float] | None] = []
-            refusals: list[str] = []
-            usage: dict[str, int] = {}
-            for start in range(0, len(row.questions), self.max_questions):
-                body = self.request_body(row, start)
-                data = await self._request(client, "POST", "/systemone", body)
-                if not isinstance(data, dict) or not isinstance(data.get("answers"), dict):
-                    raise self._fail("POST", "/systemone", "answer has no 'answers' object")
-                for key, value in self._spent(data.get("usage")).items():
-                    usage[key] = usage.get(key, 0) + value
-                diagnostics = data.get("diagnostics") if isinstance(data.get("diagnostics"), dict) else {}
-                for qid, question in zip(body["questions"], row.questions[start:start + self.max_questions]):
-                    answer = data["answers"].get(qid)
-                    if not isinstance(answer, dict):
-                        raise self._fail("POST", "/systemone", f"answer lacks question '{qid}'")
-                    if answer.get("type") == "refusal":
-                        answers.append(None)
-                        refusals.append(f"refused: {answer.get('reason') or answer.get('refusal') or qid}")
-                        continue
-                    probs = answer.get("probabilities")
-                    names = [o[0] for o in question.options] if question.kind == "choice" else ["yes", "no"]
-                    if not isinstance(probs, dict) or not all(_is_number(probs.get(n)) for n in names):
-                        raise self._fail("POST", "/systemone", f"answer to '{qid}' lacks the probability of "
-                                         "every option")
-                    answers.append([log_prob(probs[n]) for n in names])
-                    diag = diagnostics.get(qid)
-                    if isinstance(diag, dict) and _is_number(diag.get("label_mass")):
-                        self.diagnostics["questions"] += 1
-                        self.diagnostics["label_mass"] += float(diag["label_mass"])
-                        self.diagnostics["argmax_not_label"] += int(diag.get("argmax_is_label") is False)
-            return DecisionAnswer(answers, usage, "endpoint", refusals)
+    def _check_response(self, data: Any, body: dict[str, Any]) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("answers"), dict):
+            raise self._fail("POST", "/systemone", "answer has no 'answers' object")
 
-        return job
+    def _read_answers(self, data: Any, body: dict[str, Any], questions: tuple[Question, ...],
+                      refusals: list[str]) -> list[list[float] | None]:
+        answers: list[list[float] | None] = []
+        diagnostics = data.get("diagnostics") if isinstance(data.get("diagnostics"), dict) else {}
+        for qid, question in zip(body["questions"], questions):
+            answer = data["answers"].get(qid)
+            if not isinstance(answer, dict):
+                raise self._fail("POST", "/systemone", f"answer lacks question '{qid}'")
+            if answer.get("type") == "refusal":
+                answers.append(None)
+                refusals.append(f"refused: {answer.get('reason') or answer.get('refusal') or qid}")
+                continue
+            probs = answer.get("probabilities")
+            names = [o[0] for o in question.options] if question.kind == "choice" else ["yes", "no"]
+            if not isinstance(probs, dict) or not all(is_number(probs.get(n)) for n in names):
+                raise self._fail("POST", "/systemone", f"answer to '{qid}' lacks the probability of "
+                                 "every option")
+            answers.append([log_prob(probs[n]) for n in names])
+            diag = diagnostics.get(qid)
+            if isinstance(diag, dict) and is_number(diag.get("label_mass")):
+                self.diagnostics["questions"] += 1
+                self.diagnostics["label_mass"] += float(diag["label_mass"])
+                self.diagnostics["argmax_not_label"] += int(diag.get("argmax_is_label") is False)
+        return answers
 
     def api_report(self, rows: int = 0) -> dict[str, Any]:
         out = super().api_report(rows)

@@ -24,7 +24,8 @@ from llmlabel.terminal import prompts_done
 XGRAMMAR_INSTALL = ("pip install 'llmlabel[json]' (on CPU, `pip install --no-deps xgrammar apache-tvm-ffi` skips the "
                     "~1 GB triton it pulls)")
 
-#: text whose activations set the int8 smoothing scales (`quantize="int8"`)
+#: id of the text whose activations set the int8 smoothing scales (`quantize="int8"`; the text is
+#: `llmlabel/backends/int8_calibration.v1.txt`), part of the model id
 INT8_CALIBRATION = "int8_calibration.v1"
 
 
@@ -79,7 +80,8 @@ def _torch_is_cpu_only() -> bool:
     return False
 
 
-def _device(requested: str | None) -> str:
+def resolve_device(requested: str | None) -> str:
+    """`requested`, else "cuda" where torch has a GPU, else "cpu"."""
     if requested:
         return requested
     if _torch_is_cpu_only():
@@ -177,10 +179,9 @@ class TransformersBackend(TokenizerMixin, Backend):
         #: with quantize=int8, the LM head for the log-softmax normalizer (see `_target_log_probs`)
         self._int8_head: Any = None
         if quantize == "int8":
-            from llmlabel.backends.int8 import int8_head, quantize_int8
-            from llmlabel.core.prompts import load_prompt
+            from llmlabel.backends.int8 import calibration_text, int8_head, quantize_int8
 
-            calibration = self.chat_prompt([{"role": "user", "content": load_prompt(INT8_CALIBRATION).render()}])
+            calibration = self.chat_prompt([{"role": "user", "content": calibration_text()}])
             calibration_ids = torch.tensor([self.encode(calibration)], device=self.device)
             self._int8_head = int8_head(self.model, calibration_ids)  # float-model statistics: before the layers
             quantize_int8(self.model, calibration_ids)
@@ -216,7 +217,7 @@ class TransformersBackend(TokenizerMixin, Backend):
             raise ConfigError(f"prune_nodes must be a positive number of trie nodes or None, got {prune_nodes}")
         if not 0.0 < prune_coverage <= 1.0:
             raise ConfigError(f"prune_coverage must be in (0, 1], got {prune_coverage}")
-        device = _device(device)
+        device = resolve_device(device)
         if quantize and device != "cpu":
             raise ConfigError(f"quantize={quantize} runs on the CPU only; on '{device}' use dtype bfloat16")
         path = resolve_model(model)

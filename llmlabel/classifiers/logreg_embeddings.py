@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from llmlabel.classifiers.base import TextClassifier
-from llmlabel.errors import MissingDependencyError
+from llmlabel.classifiers.logreg import LogRegClassifier
 
 
-class LogRegEmbeddingsClassifier(TextClassifier):
+class LogRegEmbeddingsClassifier(LogRegClassifier):
     """Multinomial logistic regression on L2-normalized sentence embeddings.
 
     Args:
@@ -21,16 +20,11 @@ class LogRegEmbeddingsClassifier(TextClassifier):
         self.c = c
         self._embedder_spec = embedder
 
-    def _fit(self, texts, y):
-        try:
-            from sklearn.linear_model import LogisticRegression
-        except ImportError:
-            raise MissingDependencyError("scikit-learn", "logistic-regression classifiers") from None
+    def _fit_features(self, texts):
         from llmlabel.embeddings import make_embedder
 
         self.embedder = make_embedder(self._embedder_spec)
-        self.model = LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed)
-        self.model.fit(self.embedder.encode(texts), y)
+        return self.embedder.encode(texts)
 
-    def _predict_proba(self, texts):
-        return self._full(self.model.predict_proba(self.embedder.encode(texts)), self.model.classes_)
+    def _features(self, texts):
+        return self.embedder.encode(texts)

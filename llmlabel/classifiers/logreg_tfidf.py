@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from llmlabel.classifiers.base import TextClassifier
-from llmlabel.errors import MissingDependencyError
+from llmlabel.classifiers.logreg import LogRegClassifier, require_sklearn
 
 
-class LogRegTfidfClassifier(TextClassifier):
+class LogRegTfidfClassifier(LogRegClassifier):
     """Multinomial logistic regression on sublinear TF-IDF of word 1-2 grams.
 
     Args:
@@ -21,15 +20,12 @@ class LogRegTfidfClassifier(TextClassifier):
         self.c = c
         self.max_features = max_features
 
-    def _fit(self, texts, y):
-        try:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-            from sklearn.linear_model import LogisticRegression
-        except ImportError:
-            raise MissingDependencyError("scikit-learn", "logistic-regression classifiers") from None
-        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=self.max_features)
-        self.model = LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed)
-        self.model.fit(self.vectorizer.fit_transform(texts), y)
+    def _fit_features(self, texts):
+        require_sklearn()
+        from sklearn.feature_extraction.text import TfidfVectorizer
 
-    def _predict_proba(self, texts):
-        return self._full(self.model.predict_proba(self.vectorizer.transform(texts)), self.model.classes_)
+        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=self.max_features)
+        return self.vectorizer.fit_transform(texts)
+
+    def _features(self, texts):
+        return self.vectorizer.transform(texts)

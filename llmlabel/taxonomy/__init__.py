@@ -1,20 +1,24 @@
 """TnT-LLM (Wan et al. 2024): induce a label taxonomy from an unlabeled corpus, label a sample with it, and distill
 the LLM labels into cheap classifiers that apply it at scale.
 
-Two extension points, each a name -> 'module:attr' registry: `methods` (how a taxonomy is induced: `llm` summarize /
-generate / update / review, `cluster` embed + k-means + LLM-named clusters, `given` a person's taxonomy) and
-`classifiers` (the students trained on LLM labels). A new one is one file plus one line here.
+Two extension points, each a name -> 'module:attr' registry: `induction_methods` (how a taxonomy is induced: `llm`
+summarize / generate / update / review, `cluster` embed + k-means + LLM-named clusters, `given` a person's taxonomy)
+and `students` (the classifiers trained on LLM labels, each a `TntStudent` around one of `llmlabel.classifiers`).
+A new one is one file plus one entry here. `methods` and `classifiers` are the old names of the two registries.
 """
 
 from llmlabel.registry import Registry
 
 #: Taxonomy induction methods: `taxonomy.method` in a tnt_llm recipe -> a `TaxonomyMethod` subclass.
-methods = Registry("taxonomy method")
-methods.add("llm", "llmlabel.taxonomy.llm:LLMMethod")
-methods.add("cluster", "llmlabel.taxonomy.cluster:ClusterMethod")
-methods.add("given", "llmlabel.taxonomy.given:GivenMethod")
+induction_methods = Registry.of_package("taxonomy method", "llmlabel.taxonomy", llm="LLMMethod",
+                                        cluster="ClusterMethod", given="GivenMethod")
 
-#: Students trained on LLM labels: `distill.classifiers` -> a `Student` subclass.
-classifiers = Registry("classifier")
-classifiers.add("embedding_lr", "llmlabel.taxonomy.distill:EmbeddingLR")
-classifiers.add("tfidf_lr", "llmlabel.taxonomy.distill:TfidfLR")
+#: Students trained on LLM labels: `distill.classifiers` in a tnt_llm recipe -> a `TntStudent` subclass.
+students = Registry("tnt_llm student", {
+    "embedding_lr": "llmlabel.taxonomy.distill:EmbeddingLR",
+    "tfidf_lr": "llmlabel.taxonomy.distill:TfidfLR",
+})
+
+#: old names (kept for `llmlabel.taxonomy.recipe` and user code)
+methods = induction_methods
+classifiers = students

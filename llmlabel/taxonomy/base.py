@@ -78,7 +78,7 @@ class Induced:
 
 class TaxonomyMethod(ABC):
     """Induce a taxonomy of at most `max_labels` labels from `texts` (one method per file, registered in
-    `llmlabel.taxonomy.methods`)."""
+    `llmlabel.taxonomy.induction_methods`)."""
 
     #: whether the method calls the LLM in phase 1
     needs_llm: bool = True

@@ -16,10 +16,10 @@ import numpy as np
 LEVEL_SEP = " > "
 
 
-class Student(ABC):
+class TntStudent(ABC):
     """A cheap classifier trained on LLM labels: one of `llmlabel.classifiers` (the family every baseline and fusion
     prior comes from) plus what phase 2 needs around it -- a sample where the LLM used one label only, rows the LLM
-    left unlabeled (None), and a joblib-able state. Registered by name in `llmlabel.taxonomy.classifiers`."""
+    left unlabeled (None), and a joblib-able state. Registered by name in `llmlabel.taxonomy.students`."""
 
     name = "student"
     #: the `llmlabel.classifiers` registry name this student trains
@@ -35,7 +35,7 @@ class Student(ABC):
     def options(self) -> dict[str, Any]:
         """Options of the underlying classifier."""
 
-    def fit(self, texts: list[str], labels: list[Any]) -> "Student":
+    def fit(self, texts: list[str], labels: list[Any]) -> "TntStudent":
         """Train; with a single class in `labels`, predict it always (logistic regression needs two)."""
         from llmlabel.classifiers.base import make_classifier
 
@@ -65,7 +65,7 @@ class Student(ABC):
 _NONE = "\x00none"
 
 
-class EmbeddingLR(Student):
+class EmbeddingLR(TntStudent):
     """Logistic regression on MiniLM sentence embeddings (`logreg_embeddings`)."""
 
     name = "embedding_lr"
@@ -80,7 +80,7 @@ class EmbeddingLR(Student):
         return {**super().state(), "embedder": getattr(self.embedder, "model_name", None)}
 
 
-class TfidfLR(Student):
+class TfidfLR(TntStudent):
     """Logistic regression on word and bigram TF-IDF (`logreg_tfidf`)."""
 
     name = "tfidf_lr"
@@ -142,7 +142,7 @@ def label_counts(pred: list[Any]) -> dict[str, int]:
     return dict(Counter("(none)" if p is None else str(p) for p in pred).most_common())
 
 
-def time_student(student: Student, texts: list[str]) -> float:
+def time_student(student: TntStudent, texts: list[str]) -> float:
     """Items/s of `student.predict` on `texts` (features computed from scratch: the embedding cache is bypassed)."""
     holder = student.model if hasattr(student.model, "embedder") else student
     embedder = getattr(holder, "embedder", None)

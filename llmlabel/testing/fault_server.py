@@ -762,7 +762,7 @@ def _thread_server(plan: FaultPlan, host: str, port: int) -> tuple[int, Any]:
 
 def _process_server(plan: FaultPlan, host: str, port: int) -> tuple[int, Any]:
     """Start the server as `python -m llmlabel.testing.fault_server` in its own process group; returns (port, stop)."""
-    from llmlabel.testing.vllm_server import _stop
+    from llmlabel.testing.vllm_server import stop_process
 
     cmd = [sys.executable, "-m", "llmlabel.testing.fault_server", "--host", host, "--port", str(port),
            "--plan", json.dumps(asdict(plan))]
@@ -774,9 +774,9 @@ def _process_server(plan: FaultPlan, host: str, port: int) -> tuple[int, Any]:
             err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
             raise RuntimeError(f"fault server did not start: {line.strip()} {err.strip()[-500:]}")
     except BaseException:
-        _stop(proc, grace=5)
+        stop_process(proc, grace=5)
         raise
-    return int(line.split()[1]), lambda: _stop(proc, grace=5)
+    return int(line.split()[1]), lambda: stop_process(proc, grace=5)
 
 
 @contextlib.contextmanager

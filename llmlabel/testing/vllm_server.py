@@ -52,7 +52,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
     """Terminate `proc`'s process group (SIGTERM), then kill it (SIGKILL) if it has not exited within `grace` s."""
     if proc.poll() is not None and not _group_alive(proc.pid):
         return
@@ -122,7 +122,7 @@ def start_vllm_server(model_dir: str, port: int | None = None, dtype: str = "bfl
         started = True
         yield base_url
     finally:
-        _stop(proc)
+        stop_process(proc)
         if started:  # a failed start keeps its log for the error message to point at
             log_path.unlink(missing_ok=True)
 

@@ -186,10 +186,10 @@ class FeatureCache:
             import torch
             from transformers import AutoModel
 
-            from llmlabel.backends.transformers import _device
+            from llmlabel.backends.transformers import resolve_device
 
             self._model = AutoModel.from_pretrained(self.path, dtype=getattr(torch, self.dtype))
-            self._model.to(_device(self.device)).eval()
+            self._model.to(resolve_device(self.device)).eval()
         return self._model
 
     @property
@@ -556,7 +556,7 @@ class StudentClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from llmlabel.backends.transformers import _device
+        from llmlabel.backends.transformers import resolve_device
 
         self.path = Path(path).expanduser()
         info_file = self.path / STUDENT_FILE
@@ -581,7 +581,7 @@ class StudentClassifier:
         else:
             raise ModelError(f"{self.path} has neither a model (config.json) nor an adapter folder")
         model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = model.to(_device(device)).eval()
+        self.model = model.to(resolve_device(device)).eval()
 
     @property
     def metrics(self) -> dict[str, Any]:

@@ -257,10 +257,10 @@ def tokenize_prompts(tokenizer: Any, prompts: list[SymbolPrompt],
                      max_tokens: int) -> tuple[list[TokenizedPrompt], int]:
     """(input ids, labels) per prompt, labels -100 everywhere but the answer symbol's tokens; and how many prompts
     were dropped for exceeding `max_tokens`. Prompt and answer are encoded separately, as the backends score them."""
-    from llmlabel.backends.base import _encodable
+    from llmlabel.backends.base import encodable
 
-    texts = [_encodable(p.prompt) for p in prompts]
-    answers = [_encodable(answer_text(p.answer)) for p in prompts]
+    texts = [encodable(p.prompt) for p in prompts]
+    answers = [encodable(answer_text(p.answer)) for p in prompts]
     prompt_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
     out, dropped = [], 0

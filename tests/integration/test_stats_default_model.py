@@ -8,20 +8,11 @@ import json
 
 import pytest
 
-from helpers import read_jsonl
-from llmlabel.cli import main
+from helpers import read_jsonl, run_cli as _cli
 
 pytestmark = pytest.mark.slow
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_shipped_audit_recipe_on_the_default_model(shared_data, tmp_path, capsys):

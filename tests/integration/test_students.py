@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, read_jsonl
+from helpers import REPO, read_jsonl, run_cli as _cli
 
 pytestmark = pytest.mark.slow
 
@@ -20,16 +20,6 @@ TEXTS = ["a gorgeous, witty, seductive movie .", "the plot is nothing but boiler
 LABELS = [1, 0, 1, 0, 1, 0, 1, 0]
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    from llmlabel.cli import main
-
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_lora_run_changes_adapters_and_leaves_base_weights_untouched(model_dir, tmp_path):

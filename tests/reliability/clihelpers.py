@@ -12,23 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli as cli  # noqa: F401 - the CLI runner, shared with every test module
+
 #: the console script of this environment (the real entry point, as a user runs it)
 LLMLABEL = str(Path(sys.executable).with_name("llmlabel"))
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `llmlabel argv` in-process through `llmlabel.cli.main`; returns (exit code, stdout, stderr).
-
-    An exception that escapes `main` (what a user sees as a traceback) fails the test that called this."""
-    from llmlabel.cli import main
-
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(err: str) -> str:

@@ -23,11 +23,11 @@ def _reuse_tokenizers(monkeypatch):
     and loading the tokenizer (~1 s) would dominate them. Only the loading is shared; nothing else is."""
     from llmlabel.backends import openai
 
-    load = openai._load_tokenizer
+    load = openai.load_tokenizer
 
     def cached(model, tokenizer):
         if (model, tokenizer) not in _TOKENIZERS:
             _TOKENIZERS[(model, tokenizer)] = load(model, tokenizer)
         return _TOKENIZERS[(model, tokenizer)]
 
-    monkeypatch.setattr(openai, "_load_tokenizer", cached)
+    monkeypatch.setattr(openai, "load_tokenizer", cached)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import read_jsonl, write_jsonl
+from helpers import cached_rows as _stored, read_jsonl, write_jsonl
 from llmlabel.testing.soak import check_soak, soak
 from relhelpers import assert_complete, sentiment_rows
 
@@ -25,14 +25,6 @@ def _recipe(path, data, out, cache, delay=0.0, chunk=3):
         "data": {"path": str(data)}, "task": {"labels": ["negative", "positive"]},
         "labeling": {"chunk_size": chunk, "calibration": "none"}, "output": {"dir": str(out), "cache": str(cache)}}))
     return path
-
-
-def _stored(path) -> int:
-    try:
-        with sqlite3.connect(path, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def test_two_processes_label_into_one_cache(tmp_path):

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import write_jsonl
-from llmlabel.cli import main
+from helpers import run_cli as _cli, write_jsonl
 from llmlabel.config import load_recipe
 from llmlabel.errors import ConfigError
 from llmlabel.testing.fault_server import serve_faults
@@ -34,14 +33,6 @@ def _leaks(blob: bytes) -> list[bytes]:
     return [f for f in _fragments(KEY) if f in blob]
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("source", ["env", "custom-env", "key-file"])

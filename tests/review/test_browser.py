@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # a real browser: ~30 s, so outside the fast tier
 def browser_ready() -> None:
     wait_for_ci_dependency("chromium")
     pytest.importorskip("playwright")
-    from llmlabel.review.testing import CHROMIUM
+    from llmlabel.testing.review import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         if os.environ.get("LLMLABEL_REQUIRE_BROWSER") == "1":
@@ -39,7 +39,7 @@ def _keep(path: Path, name: str) -> None:
 
 
 def test_review_page_keyboard_20_answers_survive_a_killed_server(browser_ready, sst2_run, tmp_path):
-    from llmlabel.review.testing import ReviewServerProcess, answer_rows, chromium
+    from llmlabel.testing.review import ReviewServerProcess, answer_rows, chromium
 
     gold = {i: r["gold_label"] for i, r in enumerate(read_jsonl(sst2_run / "predictions.jsonl"))}
     args = ("--budget", "30", "--select", "mixed", "--embedder", "hashing", "--reviewer", "browser-test")
@@ -97,7 +97,7 @@ def test_review_page_keyboard_20_answers_survive_a_killed_server(browser_ready, 
 
 
 def test_html_report_renders_every_plot(browser_ready, sst2_run, tmp_path):
-    from llmlabel.review.testing import chromium
+    from llmlabel.testing.review import chromium
     from llmlabel.review.report_html import write_report
 
     report = write_report(sst2_run)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(base URL, API token) of a Label Studio server on SQLite in a fresh data folder."""
-    from llmlabel.review.testing import install_label_studio, label_studio_server
+    from llmlabel.testing.review import install_label_studio, label_studio_server
 
     wait_for_ci_dependency("label-studio")
     with label_studio_server(install_label_studio(), tmp_path_factory.mktemp("label-studio")) as server:
@@ -35,7 +35,7 @@ def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
 def _round_trip(label_studio: tuple[str, str], run_dir: Path, budget: int, tmp_path: Path, capsys) -> dict:
     """Export from the run, label in Label Studio through its API as a reviewer who gives the gold label, export
     from Label Studio, import; returns the agreement report."""
-    from llmlabel.review.testing import label_in_label_studio
+    from llmlabel.testing.review import label_in_label_studio
 
     out = tmp_path / f"{run_dir.name}-export"
     main(["review", "export", str(run_dir), "--budget", str(budget), "--select", "mixed", "--format",

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from reviewhelpers import answer_like_gold, make_run
-from helpers import read_jsonl, write_jsonl
+from helpers import read_jsonl, run_cli as _cli, write_jsonl
 
-from llmlabel.cli import main
 from llmlabel.errors import ConfigError, DataError
 from llmlabel.review.agreement import agreement, wilson_interval
 from llmlabel.review.base import export_review, import_review
@@ -22,14 +21,6 @@ from llmlabel.review.run import RECORD_KEYS, ReviewLog, Run, margin
 from llmlabel.review.select import select_rows
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _true_accuracy(run_dir: Path, rows: list[int]) -> float:

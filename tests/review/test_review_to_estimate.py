@@ -6,20 +6,11 @@ from __future__ import annotations
 
 import json
 
-from helpers import write_jsonl
+from helpers import run_cli as _cli, write_jsonl
 from reviewhelpers import answer_like_gold, make_run
 
-from llmlabel.cli import main
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_random_audit_answers_are_the_estimates_gold_sample(tmp_path, capsys):

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, read_jsonl, write_jsonl
-from llmlabel.cli import main
+from helpers import REPO, read_jsonl, run_cli as _cli, write_jsonl
 from llmlabel.config import load_recipe
 from llmlabel.data import Dataset
 from llmlabel.io import write_rows
@@ -24,14 +23,6 @@ def _recipe(tmp_path: Path, data: Path, **extra) -> dict:
     return recipe
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- recipes ---------------------------------------------------------------------------------------------------------

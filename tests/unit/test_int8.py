@@ -147,3 +147,15 @@ def test_int8_normalizer_shifts_every_target_of_a_position_alike():
         same = shift[:, sources == position]
         assert torch.allclose(same, same[:, :1].expand_as(same), atol=1e-5)
     assert float(shift.abs().max()) < 0.1
+
+
+def test_the_calibration_text_ships_beside_the_module_and_is_not_a_prompt():
+    """The int8 smoothing scales are measured on a packaged text (not a prompt template): its id stays in the model
+    id, so moving the file out of prompts/ changed no cache key."""
+    from llmlabel.backends.int8 import calibration_text
+    from llmlabel.backends.transformers import INT8_CALIBRATION
+    from llmlabel.core.prompts import available
+
+    text = calibration_text()
+    assert text.startswith("Classify the text. Possible labels:") and text.endswith("Answer with the label only.")
+    assert INT8_CALIBRATION == "int8_calibration.v1" and "int8_calibration" not in available()

@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
-from helpers import read_jsonl, write_jsonl
-
-
-def _stored(path) -> int:
-    try:
-        with sqlite3.connect(path, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+from helpers import cached_rows as _stored, read_jsonl, write_jsonl
 
 
 def test_killed_run_resumes_without_loss_or_recompute(tmp_path):

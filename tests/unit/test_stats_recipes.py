@@ -7,8 +7,7 @@ import random
 
 import pytest
 
-from helpers import REPO, read_jsonl, write_jsonl
-from llmlabel.cli import main
+from helpers import REPO, read_jsonl, run_cli as _cli, write_jsonl
 from llmlabel.config import load_recipe
 from llmlabel.errors import ConfigError
 
@@ -16,14 +15,6 @@ from llmlabel.errors import ConfigError
 HASHING = "audit.classifier_options.logreg_embeddings.embedder=hashing"
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
