@@ -99,11 +99,11 @@ def run_backend(name: str, backend: Any, dataset: str, rows: list[dict], base_ur
         record["engine_requests_per_row"] = round((after["engine_requests"] - before["engine_requests"])
                                                   / len(rows), 3)
     else:
-        prompts = [labeler._render(r["text"], None) for r in rows]
+        prompts = [labeler.prompting.render(r["text"], None) for r in rows]
         record["requests_per_row"] = None
         record["prompt_tokens_per_row"] = round(sum(backend.count_tokens(p) for p in prompts) / len(rows), 1)
     if name == "chat":
-        record["options"] = labeler._option_plan.describe()
+        record["options"] = labeler.option_plan.describe()
         record["ledger"] = backend.api_report(len(rows))["ledger"]
     print(json.dumps(record), flush=True)
     return record

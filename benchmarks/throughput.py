@@ -90,7 +90,7 @@ def measure(backend, task, rows: list[dict], naive: bool = False, examples: list
     finally:
         if naive:
             backend.supports_choices = saved
-    prompt_tokens = sum(backend.count_tokens(labeler._render(str(r["text"]), None)) for r in rows)
+    prompt_tokens = sum(backend.count_tokens(labeler.prompting.render(str(r["text"]), None)) for r in rows)
     report = evaluate([task.gold(r) for r in rows], [r.label for r in results], task.names)
     measure.last = results  # for comparing two paths' answers
     return {"rows": len(rows), "seconds": round(seconds, 3), "items_per_second": round(len(rows) / seconds, 3),

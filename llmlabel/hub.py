@@ -41,7 +41,7 @@ def token_counts(labeler: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     task = labeler.task
     try:
         texts = [backend.count_tokens(str(task.texts(row)[0] or "")) for row in rows]
-        prompt = backend.count_tokens(labeler._render("", None if task.text_pair_field is None else ""))
+        prompt = backend.count_tokens(labeler.prompting.render("", None if task.text_pair_field is None else ""))
         labels = {name: backend.count_tokens(shown) for name, shown in zip(task.names, task.texts_shown)}
     except Exception:  # noqa: BLE001 - a backend without a tokenizer: the card says so
         return {}

@@ -137,11 +137,11 @@ class TntRecipe(RecipeKind):
 
     def _phase1(self, ctx: RunContext, corpus: Corpus, induction: Any, run: TntRun) -> None:
         from llmlabel.io import write_rows
-        from llmlabel.taxonomy import methods
+        from llmlabel.taxonomy import induction_methods
         from llmlabel.taxonomy.base import check_taxonomy
 
         tax, out = self.taxonomy, self.output
-        method = methods.get(tax.method)()
+        method = induction_methods.get(tax.method)()
         size = tax.sample or DEFAULT_SAMPLE.get(tax.method, 100)
         usable = corpus.usable
         run.phase1 = random.Random(self.seed).sample(usable, min(size, len(usable))) if method.needs_llm else []
@@ -234,7 +234,7 @@ class TntRecipe(RecipeKind):
 
     def _students(self, corpus: Corpus, run: TntRun, get_embedder: Any) -> None:
         """Phase 2: students trained on the LLM labels, compared on a held-out share, the best applied to all."""
-        from llmlabel.taxonomy import classifiers
+        from llmlabel.taxonomy import students
         from llmlabel.taxonomy.distill import agreement, split_holdout, time_student
 
         t0, dist = time.perf_counter(), self.distill
@@ -245,7 +245,7 @@ class TntRecipe(RecipeKind):
         embedder = get_embedder() if any(name == "embedding_lr" for name in dist.classifiers) else None
         best: tuple[float, str] | None = None
         for name in dist.classifiers:
-            student = classifiers.get(name)(seed=self.seed, embedder=embedder)
+            student = students.get(name)(seed=self.seed, embedder=embedder)
             student.fit([sample_texts[j] for j in train], [run.leaf[j] for j in train])
             held_pred = student.predict([sample_texts[j] for j in held])[0] if held else []
             agree = agreement([run.leaf[j] for j in held], held_pred)
@@ -257,7 +257,7 @@ class TntRecipe(RecipeKind):
             if best is None or agree["kappa"] > best[0]:
                 best = (agree["kappa"], name)
         run.chosen = best[1] if best else dist.classifiers[0]
-        student = classifiers.get(run.chosen)(seed=self.seed, embedder=embedder).fit(sample_texts, run.leaf)
+        student = students.get(run.chosen)(seed=self.seed, embedder=embedder).fit(sample_texts, run.leaf)
         import joblib
 
         joblib.dump({**student.state(), "labels": sorted({str(x) for x in run.leaf}),

@@ -28,7 +28,7 @@ from llmlabel.inputs import (check_backend_and_task, check_labeler_options, chec
                              checked_rows, table_kind, text_problem, text_rows)
 from llmlabel.labeling.engine import ChunkedEngine
 from llmlabel.labeling.prompting import MAX_CHARS_PER_TOKEN, Prompting  # noqa: F401 - MAX_CHARS_PER_TOKEN: old home
-from llmlabel.labeling.raw import Item, Raw, Reading, Scores
+from llmlabel.labeling.raw import Item, Raw, Reading
 from llmlabel.selection.candidates import row_contexts
 
 log = logging.getLogger("llmlabel")
@@ -171,12 +171,6 @@ class Labeler(ChunkedEngine):
 
             self._option_plan = plan_for(self)
         return self._option_plan
-
-    def _render(self, *args: Any, **kwargs: Any) -> str:  # the old name of `prompting.render`, for its callers
-        return self.prompting.render(*args, **kwargs)
-
-    def _fit(self, *args: Any, **kwargs: Any) -> tuple[str, str | None, bool]:  # the old name of `prompting.fit`
-        return self.prompting.fit(*args, **kwargs)
 
     @property
     def decides(self) -> bool:

@@ -4,7 +4,7 @@ the LLM labels into cheap classifiers that apply it at scale.
 Two extension points, each a name -> 'module:attr' registry: `induction_methods` (how a taxonomy is induced: `llm`
 summarize / generate / update / review, `cluster` embed + k-means + LLM-named clusters, `given` a person's taxonomy)
 and `students` (the classifiers trained on LLM labels, each a `TntStudent` around one of `llmlabel.classifiers`).
-A new one is one file plus one entry here. `methods` and `classifiers` are the old names of the two registries.
+A new one is one file plus one entry here.
 """
 
 from llmlabel.registry import Registry
@@ -14,11 +14,7 @@ induction_methods = Registry.of_package("taxonomy method", "llmlabel.taxonomy", 
                                         cluster="ClusterMethod", given="GivenMethod")
 
 #: Students trained on LLM labels: `distill.classifiers` in a tnt_llm recipe -> a `TntStudent` subclass.
-students = Registry("tnt_llm student", {
+students = Registry("tnt_llm classifier", {
     "embedding_lr": "llmlabel.taxonomy.distill:EmbeddingLR",
     "tfidf_lr": "llmlabel.taxonomy.distill:TfidfLR",
 })
-
-#: old names (kept for `llmlabel.taxonomy.recipe` and user code)
-methods = induction_methods
-classifiers = students

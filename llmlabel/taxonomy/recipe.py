@@ -72,10 +72,10 @@ class TaxonomyConfig(Strict):
     @field_validator("method")
     @classmethod
     def _known(cls, value: str) -> str:
-        from llmlabel.taxonomy import methods
+        from llmlabel.taxonomy import induction_methods
 
-        if value not in methods:
-            raise ValueError(unknown("taxonomy method", value, methods.names()))
+        if value not in induction_methods:
+            raise ValueError(unknown("taxonomy method", value, induction_methods.names()))
         return value
 
     @model_validator(mode="after")
@@ -113,7 +113,7 @@ class DistillConfig(Strict):
     @field_validator("classifiers")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        return all_registered("classifiers", value, "llmlabel.taxonomy")
+        return all_registered("students", value, "llmlabel.taxonomy")
 
 
 class TntOutputConfig(Strict):
