@@ -48,3 +48,13 @@ def test_only_the_cli_and_the_public_api_import_the_orchestrator():
                        or (isinstance(node, ast.Import) and any(a.name == ORCHESTRATOR for a in node.names))
                        or (isinstance(node, ast.Constant) and node.value == ORCHESTRATOR))
     assert set(importers) <= {"llmlabel/cli.py", "llmlabel/__init__.py"}, importers
+
+
+def test_the_library_never_imports_its_test_infrastructure():
+    importers = sorted(str(path.relative_to(PACKAGE.parent)) for path, tree in _modules()
+                       if "testing" not in path.relative_to(PACKAGE).parts[:1]
+                       for node in ast.walk(tree)
+                       if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmlabel.testing"))
+                       or (isinstance(node, ast.Import) and any(a.name.startswith("llmlabel.testing")
+                                                                 for a in node.names)))
+    assert importers == []
