@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlabel.backends.api import DecisionAnswer, DecisionRow, OptionPlan, Question, plan_options
-from llmlabel.errors import BackendError
-from llmlabel.labeling.compute import call_each
+from llmlabel.errors import BackendError, call_each
 from llmlabel.labeling.raw import Raw, Refused, Scores, YesNo
 
 #: what a question asks, by kind
@@ -95,7 +94,6 @@ def decide_raw(labeler: Any, items: list[Any]) -> list[Raw | BackendError]:
     """Raw results for `items` (`llmlabel.labeling.raw.Item`s) through the backend's `decide`."""
     backend, task = labeler.backend, labeler.task
     plan = labeler.option_plan
-    n = len(task.labels)
     if task.multi_label:
         answers = call_each(len(items), backend.decide, [_predicates(labeler, it) for it in items])
         out: list[Raw | BackendError] = []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class LLMLabelError(Exception):
@@ -81,3 +82,14 @@ class PartialFailure(BackendError):
         first = failed[0] if failed else "none"
         super().__init__(f"{len(failed)} of {len(results)} prompts failed; first: {first}")
         self.results = results
+
+
+def call_each(n: int, method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+    """`method(*args, **kwargs)`'s `n` per-prompt results; a prompt that failed for good has its BackendError
+    in its place (all of them when the whole call failed)."""
+    try:
+        return list(method(*args, **kwargs))
+    except PartialFailure as exc:
+        return list(exc.results)
+    except BackendError as exc:
+        return [exc] * n

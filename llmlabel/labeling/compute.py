@@ -5,24 +5,12 @@ each row's `LabelResult` with its calibration prior divided out. A row whose bac
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from llmlabel.errors import BackendError, PartialFailure
+from llmlabel.errors import BackendError, call_each
 from llmlabel.labeling.prompting import Prompting
 from llmlabel.core.results import LabelResult
 from llmlabel.labeling.raw import Answer, Item, KeyParts, Raw, Scores, YesNo, from_cache
-
-
-def call_each(n: int, method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
-    """`method(*args, **kwargs)`'s `n` per-prompt results; a prompt that failed for good has its BackendError
-    in its place (all of them when the whole call failed)."""
-    try:
-        return list(method(*args, **kwargs))
-    except PartialFailure as exc:
-        return list(exc.results)
-    except BackendError as exc:
-        return [exc] * n
 
 
 def generated(prompting: Prompting, items: list[Item], max_tokens: int) -> list[Raw | BackendError]:
