@@ -59,10 +59,6 @@ class ChunkedEngine:
     #: the progress bar of the `iter_label` running now, else None
     bar: Any = None
 
-    @property
-    def _bar(self) -> Any:  # the bar's old name, read by tests
-        return self.bar
-
     def progress_label(self) -> str:
         """The progress bar's description."""
         return "labeling"

@@ -27,7 +27,7 @@ from llmlabel.errors import BackendError
 from llmlabel.inputs import (check_backend_and_task, check_labeler_options, check_pool_labels, checked_examples,
                              checked_rows, table_kind, text_problem, text_rows)
 from llmlabel.labeling.engine import ChunkedEngine
-from llmlabel.labeling.prompting import MAX_CHARS_PER_TOKEN, Prompting  # noqa: F401 - MAX_CHARS_PER_TOKEN: old home
+from llmlabel.labeling.prompting import Prompting
 from llmlabel.labeling.raw import Item, Raw, Reading
 from llmlabel.selection.candidates import row_contexts
 

@@ -245,7 +245,7 @@ def test_labeling_bar_moves_while_the_backend_scores_a_chunk():
             for i in range(0, len(prompts), 8):
                 out += super().score(prompts[i:i + 8], candidates[i:i + 8], first_token)
                 terminal.prompts_done(len(prompts[i:i + 8]))
-                seen.append(labeler._bar.n)
+                seen.append(labeler.bar.n)
             return out
 
     labeler = Labeler(BatchedFake(), LabelTask(labels=["negative", "positive"]), progress=True, chunk_size=20,
